@@ -1,0 +1,103 @@
+"""Self-describing checkpoints: weights + model config + labels + preprocessing + version.
+
+Saved with ``torch.save`` of plain dicts, lists, numbers, strings and tensors only, and loaded with
+``torch.load(weights_only=True)``, which refuses to unpickle anything else (no code runs on load).
+Writes are atomic (temporary file, fsync, rename) so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from biounet import __version__
+from biounet.config import ModelConfig, dataclass_from_dict, to_plain
+from biounet.errors import BiounetError
+from biounet.models import build_model
+
+FORMAT = "biounet-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    labels: tuple[str, ...]
+    preprocess: dict[str, Any]  # image_size, resize, normalize, in_channels
+    state_dict: dict[str, torch.Tensor]
+    extra: dict[str, Any]  # epoch, metrics, run config, ...
+
+    def build(self) -> nn.Module:
+        """The model with these weights, in eval mode (the caller asked for a loaded model to run)."""
+        model = build_model(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_config: ModelConfig,
+    labels: tuple[str, ...],
+    preprocess: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "biounet_version": __version__,
+        "model_config": to_plain(model_config.__dict__),
+        "labels": list(labels),
+        "preprocess": to_plain(preprocess),
+        "state_dict": state,
+        "extra": to_plain(extra or {}),
+    }
+    atomic_torch_save(payload, Path(path))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise BiounetError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise BiounetError(
+            f"{path}: refused: the file holds objects other than weights and plain data "
+            f"(a biounet checkpoint never does; loading it could run code)"
+        ) from e
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise BiounetError(
+            f"{path}: not a readable checkpoint (truncated or another format): {e}"
+        ) from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise BiounetError(f"{path}: not a biounet checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise BiounetError(
+            f"{path}: checkpoint format {payload.get('format_version')} (biounet "
+            f"{payload.get('biounet_version')}); this biounet {__version__} reads format {FORMAT_VERSION}"
+        )
+    return Checkpoint(
+        model_config=dataclass_from_dict(ModelConfig, payload["model_config"]),
+        labels=tuple(payload["labels"]),
+        preprocess=payload["preprocess"],
+        state_dict=payload["state_dict"],
+        extra=payload.get("extra", {}),
+    )

@@ -1,0 +1,280 @@
+"""The ``biounet`` command: parses arguments, builds a config, calls one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from biounet import __version__
+from biounet.config import DataConfig, RunConfig, TrainConfig
+from biounet.errors import BiounetError
+
+log = logging.getLogger("biounet")
+
+# Per-preset training defaults. The article's recipe for "seed": Adam 1e-4, StepLR(10, 0.1), 50 epochs, 224 px.
+RECIPES: dict[str, dict] = {
+    "seed": {
+        "epochs": 50,
+        "lr": 1e-4,
+        "lr_step": 10,
+        "lr_gamma": 0.1,
+        "batch_size": 4,
+        "image_size": 224,
+    },
+    "paper": {
+        "epochs": 50,
+        "lr": 1e-4,
+        "lr_step": 10,
+        "lr_gamma": 0.1,
+        "batch_size": 4,
+        "image_size": 256,
+    },
+    "small": {"epochs": 60, "lr": 2e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
+    "medium": {"epochs": 60, "lr": 1e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
+}
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def fraction(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def csv_list(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def build_run_config(a: argparse.Namespace) -> RunConfig:
+    """The one config of a training run, from the CLI arguments and the preset's recipe."""
+    from biounet.models import preset
+
+    r = RECIPES.get(a.preset, RECIPES["small"])
+    model = preset(a.preset, in_channels=a.in_channels or 0)
+    pick = lambda v, key: r[key] if v is None else v  # noqa: E731
+    data = DataConfig(
+        root=str(a.data),
+        labels=a.labels or (),
+        image_size=pick(a.image_size, "image_size"),
+        invert_masks=a.invert_masks or (),
+        val_fraction=a.val_fraction,
+        augment=not a.no_augment,
+    )
+    train = TrainConfig(
+        epochs=pick(a.epochs, "epochs"),
+        batch_size=pick(a.batch_size, "batch_size"),
+        lr=pick(a.lr, "lr"),
+        lr_step=r.get("lr_step", 0),
+        lr_gamma=r.get("lr_gamma", 0.1),
+        seed=a.seed,
+        precision=a.precision,
+        max_minutes=a.max_minutes or 0.0,
+    )
+    return RunConfig(data=data, model=model, train=train, preset=a.preset)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from biounet.train import fit
+
+    cfg = build_run_config(a)
+    out = fit(cfg, a.out)
+    print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, config.yaml)")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from biounet.evaluate import evaluate_checkpoint
+
+    s = evaluate_checkpoint(
+        a.checkpoint,
+        a.data,
+        a.split,
+        a.out,
+        a.threshold,
+        a.precision,
+        invert_masks=a.invert_masks or (),
+    )
+    print(format_summary(s))
+    print(f"wrote {a.out}/per_image.csv and {a.out}/summary.json")
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"{s['n_images']} images, split {s['split']}, threshold {s['threshold']} (per-image mean ± std)",
+        f"{'label':<12}{'Dice':>16}{'IoU':>16}{'precision':>12}{'recall':>10}{'BCE':>8}",
+    ]
+    for lb, m in s["labels"].items():
+        lines.append(
+            f"{lb:<12}{m['dice_mean']:>9.4f} ±{m['dice_std']:.3f}{m['iou_mean']:>9.4f} ±{m['iou_std']:.3f}"
+            f"{m['precision_mean']:>12.4f}{m['recall_mean']:>10.4f}{m['bce_mean']:>8.4f}"
+        )
+    am = s["article_metrics"]
+    lines.append(
+        f"article's pooled numbers: BCE {am['bce']:.4f}, 'dice' (1 - soft Dice) {am['dice_loss_pooled']:.4f}, "
+        f"IoU {am['iou_pooled']:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from biounet.predict import predict_paths
+
+    done, errors = predict_paths(a.checkpoint, a.inputs, a.out, a.threshold, a.precision)
+    print(f"{len(done)} image(s) written to {a.out}")
+    for e in errors:
+        print(f"biounet: skipped: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_model_info(a: argparse.Namespace) -> int:
+    from biounet.models import build_model, count_parameters, preset
+
+    cfg = preset(a.preset, in_channels=a.in_channels, out_channels=a.out_channels)
+    model = build_model(cfg)
+    print(f"preset {a.preset}: {json.dumps(dataclasses.asdict(cfg))}")
+    print(model)
+    print(f"trainable parameters: {count_parameters(model):,}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from biounet.demo import run_demo
+
+    run_demo(Path(a.out), minutes=a.minutes, seed=a.seed)
+    return 0
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
+    )
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="biounet", description="U-Net segmentation for biomedical images"
+    )
+    ap.add_argument("--version", action="version", version=f"biounet {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a U-Net on a dataset folder")
+    t.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
+    t.add_argument("--out", type=Path, required=True, help="run folder to write")
+    t.add_argument(
+        "--preset", default="small", help="model preset: seed, paper, small, medium (default small)"
+    )
+    t.add_argument(
+        "--labels", type=csv_list, help="comma-separated labels, e.g. disc,cup (default: all)"
+    )
+    t.add_argument(
+        "--invert-masks",
+        type=csv_list,
+        help="labels whose masks mark the object with 0 (ISBI 2012)",
+    )
+    t.add_argument(
+        "--in-channels", type=positive_int, help="network input channels (default: from the images)"
+    )
+    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--batch-size", type=positive_int)
+    t.add_argument("--image-size", type=positive_int, help="side of the square the network sees")
+    t.add_argument("--lr", type=positive_float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.2,
+        help="share of the training split held out for validation (ignored if splits.json has 'val')",
+    )
+    t.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        help="stop after the epoch that passes this time budget",
+    )
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument(
+        "--split",
+        default=None,
+        help="split in splits.json (default: test, or all without splits.json)",
+    )
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+    add_common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="masks, probabilities and overlays for images")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    add_common(p)
+    p.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("model-info", help="parameter count and architecture of a preset")
+    m.add_argument("--preset", default="small")
+    m.add_argument("--in-channels", type=positive_int)
+    m.add_argument("--out-channels", type=positive_int)
+    m.set_defaults(func=cmd_model_info)
+
+    d = sub.add_parser("demo", help="generate synthetic fundus data, train, evaluate, predict")
+    d.add_argument("--out", type=Path, default=Path("demo_out"))
+    d.add_argument(
+        "--minutes", type=positive_float, default=3.0, help="training time budget (default 3)"
+    )
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")
+    try:
+        return a.func(a)
+    except BiounetError as e:
+        if a.debug:
+            raise
+        print(f"biounet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("biounet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

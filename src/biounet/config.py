@@ -1,0 +1,128 @@
+"""One configuration object for a run, built once (by the CLI or by user code) and passed down.
+
+``RunConfig`` holds three frozen parts: what data (``DataConfig``), which network (``ModelConfig``)
+and how to train (``TrainConfig``). All of it round-trips through plain dicts and YAML so that a
+run folder's ``config.yaml`` and a checkpoint describe the run completely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from biounet.errors import BiounetError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a U-Net.
+
+    ``up_mode``: ``"transpose"`` (2x2 transposed conv, the paper) or ``"nearest_conv"`` (x2 nearest
+    upsampling then 3x3 conv + norm + ReLU, the article's code). ``norm``: ``"batch"`` or ``"none"``.
+    """
+
+    arch: str = "unet"
+    in_channels: int = 3
+    out_channels: int = 2
+    base_width: int = 16
+    depth: int = 4
+    norm: str = "batch"
+    up_mode: str = "transpose"
+    bias: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are prepared for the network.
+
+    ``image_size``: the square side the network sees (images are padded to a square, then resized).
+    ``invert_masks``: labels whose stored masks mark the object with 0 (e.g. ISBI 2012 membranes).
+    ``val_fraction``: share of the training split held out for model selection.
+    """
+
+    root: str = ""
+    labels: tuple[str, ...] = ()
+    image_size: int = 256
+    invert_masks: tuple[str, ...] = ()
+    train_split: str = "train"
+    val_fraction: float = 0.2
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe. ``precision``: ``"auto"`` (bf16 autocast where the CPU/GPU has it), ``"bf16"``
+    or ``"fp32"``. ``lr_step``/``lr_gamma`` define StepLR; ``lr_step=0`` means a constant rate."""
+
+    epochs: int = 40
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step: int = 0
+    lr_gamma: float = 0.1
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+    channels_last: bool = True
+    threshold: float = 0.5
+    max_minutes: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "small"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            data=dataclass_from_dict(DataConfig, d.get("data", {})),
+            model=dataclass_from_dict(ModelConfig, d.get("model", {})),
+            train=dataclass_from_dict(TrainConfig, d.get("train", {})),
+            preset=d.get("preset", "small"),
+        )
+
+    def save_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load_yaml(cls, path: Path) -> RunConfig:
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise BiounetError(f"{path}: cannot read config: {e}") from e
+        if not isinstance(d, dict):
+            raise BiounetError(f"{path}: config must be a mapping, got {type(d).__name__}")
+        return cls.from_dict(d)
+
+
+def to_plain(x: Any) -> Any:
+    """Tuples to lists, recursively, so YAML and ``torch.load(weights_only=True)`` accept it."""
+    if isinstance(x, dict):
+        return {k: to_plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_plain(v) for v in x]
+    return x
+
+
+def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from ``d``; unknown keys are an error naming them."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise BiounetError(f"unknown {cls.__name__} keys {unknown}; valid: {sorted(names)}")
+    kwargs = {}
+    for k, v in d.items():
+        default = getattr(cls(), k)
+        kwargs[k] = tuple(v) if isinstance(default, tuple) and v is not None else v
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Data: dataset folders, image IO, paired transforms, in-memory arrays."""

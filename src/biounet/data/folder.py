@@ -1,0 +1,140 @@
+"""A dataset folder: ``images/<stem>.<ext>`` + ``masks/<label>/<stem>.png`` (or ``masks/<stem>.png`` for
+one label), with an optional ``splits.json`` ({"train": [...], "test": [...]})."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from biounet.data.io import IMAGE_EXTENSIONS
+from biounet.errors import BiounetError
+
+SINGLE_LABEL = "foreground"
+
+
+@dataclass(frozen=True)
+class Sample:
+    stem: str
+    image: Path
+    masks: dict[str, Path] = field(
+        default_factory=dict
+    )  # label -> mask path (only those that exist)
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """stem -> image path for the image files directly in ``folder``; duplicate stems are an error."""
+    if not folder.is_dir():
+        raise BiounetError(f"{folder}: folder not found")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    dups = [s for s, n in Counter(p.stem for p in files).items() if n > 1]
+    if dups:
+        raise BiounetError(
+            f"{folder}: several images share the stem(s) {dups[:5]}; stems must be unique"
+        )
+    return {p.stem: p for p in files}
+
+
+def mask_layout(root: Path) -> dict[str, Path]:
+    """label -> folder holding that label's masks. A ``masks/`` with image files directly in it is
+    one label named ``foreground``."""
+    mdir = root / "masks"
+    if not mdir.is_dir():
+        return {}
+    subdirs = {p.name: p for p in sorted(mdir.iterdir()) if p.is_dir()}
+    direct = [p for p in mdir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if direct and not subdirs:
+        return {SINGLE_LABEL: mdir}
+    return subdirs
+
+
+def discover(root: Path) -> list[Sample]:
+    """Every image under ``root/images`` with whatever masks exist for it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BiounetError(f"{root}: dataset folder not found")
+    images = list_images(root / "images")
+    if not images:
+        raise BiounetError(
+            f"{root / 'images'}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    layout = mask_layout(root)
+    samples = []
+    for stem, img in images.items():
+        masks = {}
+        for label, folder in layout.items():
+            for ext in (".png", ".tif", ".tiff", ".bmp", ".gif"):
+                p = folder / f"{stem}{ext}"
+                if p.is_file():
+                    masks[label] = p
+                    break
+        samples.append(Sample(stem, img, masks))
+    return samples
+
+
+def read_splits(root: Path) -> dict[str, list[str]] | None:
+    path = Path(root) / "splits.json"
+    if not path.is_file():
+        return None
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BiounetError(f"{path}: cannot read splits ({e})") from e
+    if not isinstance(splits, dict):
+        raise BiounetError(f"{path}: expected a JSON object of split name -> list of stems")
+    return {
+        k: v
+        for k, v in splits.items()
+        if isinstance(v, list) and all(isinstance(s, str) for s in v)
+    }
+
+
+def select_split(root: Path, samples: list[Sample], split: str | None) -> list[Sample]:
+    """Samples of ``split`` from splits.json; all samples when ``split`` is None or "all".
+    Without splits.json only "all" (or None) is allowed, so a test set is never used by accident."""
+    if split in (None, "all"):
+        return samples
+    splits = read_splits(root)
+    if splits is None:
+        raise BiounetError(
+            f"{root}: no splits.json, so split {split!r} is unknown; use --split all"
+        )
+    if split not in splits:
+        raise BiounetError(f"{root}/splits.json: no split {split!r}; it has {sorted(splits)}")
+    by_stem = {s.stem: s for s in samples}
+    missing = [s for s in splits[split] if s not in by_stem]
+    if missing:
+        raise BiounetError(
+            f"{root}/splits.json: split {split!r} names stems with no image: {missing[:5]}"
+        )
+    return [by_stem[s] for s in splits[split]]
+
+
+def resolve_labels(
+    samples: list[Sample], labels: tuple[str, ...] | list[str], root: Path
+) -> tuple[str, ...]:
+    """Check the requested labels exist for every sample; with none requested, take every label that
+    every sample has."""
+    available = sorted(set().union(*(s.masks for s in samples))) if samples else []
+    if not labels:
+        labels = [lb for lb in available if all(lb in s.masks for s in samples)]
+        if not labels:
+            raise BiounetError(
+                f"{root}/masks: no label has a mask for every image (found {available})"
+            )
+    # one folder of masks with one requested name: rename 'foreground' to it
+    if len(labels) == 1 and available == [SINGLE_LABEL] and labels[0] != SINGLE_LABEL:
+        for s in samples:
+            if SINGLE_LABEL in s.masks:
+                s.masks[labels[0]] = s.masks.pop(SINGLE_LABEL)
+        available = [labels[0]]
+    for lb in labels:
+        if lb not in available:
+            raise BiounetError(f"--labels: unknown label {lb!r}; {root}/masks has {available}")
+        lacking = [s.stem for s in samples if lb not in s.masks]
+        if lacking:
+            raise BiounetError(f"{root}/masks/{lb}: no mask for image(s) {lacking[:5]}")
+    return tuple(labels)

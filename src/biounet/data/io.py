@@ -1,0 +1,129 @@
+"""Reading images and masks from disk into uint8 arrays, with errors that name the file.
+
+Images: PNG, JPEG, TIFF (8/16-bit, float), grey or RGB(A) -> (H, W, C) uint8, C in {1, 3}.
+8-bit data is kept as is. 16-bit and float data are scaled per image to 0..255 between their
+0.5th and 99.5th percentiles (their absolute range depends on the camera, not the content).
+Masks: 0/255 or 0/1, 8-bit grey (or RGB with equal channels) -> (H, W) uint8 in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from biounet.errors import BiounetError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS = 200_000_000  # refuse decompression bombs, with a clear message
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, C) uint8 with C = 1 (grey) or 3 (RGB). Raises BiounetError naming the file."""
+    path = Path(path)
+    arr = _read_array(path)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # TIFF stored channels-first
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
+        raise BiounetError(
+            f"{path}: unsupported image shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
+        )
+    if arr.shape[-1] == 2:  # grey + alpha
+        arr = arr[..., :1]
+    if arr.shape[-1] == 4:  # drop alpha
+        arr = arr[..., :3]
+    return to_uint8(arr, path)
+
+
+def to_uint8(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """Any numeric array -> uint8; non-8-bit data is percentile-scaled (see module docstring)."""
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not np.issubdtype(arr.dtype, np.number):
+        raise BiounetError(f"{path}: unsupported pixel type {arr.dtype}")
+    a = arr.astype(np.float32)
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise BiounetError(f"{path}: image has no finite pixel values")
+    lo, hi = np.percentile(a[finite], [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+    a = np.where(finite, a, lo)
+    return np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def read_mask(path: Path, invert: bool = False) -> np.ndarray:
+    """(H, W) uint8 {0, 1}. Accepts 0/255 and 0/1 masks; ``invert`` for masks where 0 marks the object."""
+    path = Path(path)
+    arr = _read_array(path)
+    if arr.ndim == 3:
+        if (
+            arr.shape[-1] in (3, 4)
+            and np.array_equal(arr[..., 0], arr[..., 1])
+            and np.array_equal(arr[..., 0], arr[..., 2])
+            or arr.shape[-1] == 1
+        ):
+            arr = arr[..., 0]
+        else:
+            raise BiounetError(f"{path}: mask is a colour image; expected a grey 0/255 or 0/1 mask")
+    values = np.unique(arr)
+    if values.size > 2 or not set(values.tolist()) <= {0, 1, 255}:
+        shown = values[:6].tolist()
+        raise BiounetError(
+            f"{path}: mask is not binary (values {shown}{'...' if values.size > 6 else ''}); "
+            "expected 0/255 or 0/1"
+        )
+    mask = (arr > 0).astype(np.uint8)
+    return 1 - mask if invert else mask
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise BiounetError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise BiounetError(f"{path}: file is empty (0 bytes)")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                elif im.mode == "1":
+                    im = im.convert("L")
+                return np.asarray(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BiounetError(f"{path}: image too large ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BiounetError(f"{path}: cannot decode image ({e})") from e
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            n = int(np.prod(page.shape))
+            if n > MAX_PIXELS * 4:
+                raise BiounetError(f"{path}: image too large ({page.shape})")
+            arr = page.asarray()
+    except BiounetError:
+        raise
+    except Exception as e:  # tifffile raises many types for corrupt files
+        raise BiounetError(f"{path}: cannot decode TIFF ({type(e).__name__}: {e})") from e
+    return np.asarray(arr)
+
+
+def save_png(path: Path, arr: np.ndarray) -> None:
+    """Write a (H, W) or (H, W, 3) uint8 array as PNG."""
+    Image.fromarray(np.ascontiguousarray(arr)).save(path)

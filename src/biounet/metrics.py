@@ -1,0 +1,75 @@
+"""Segmentation metrics per image and per label, and their summary over a dataset.
+
+Conventions for empty masks (so no metric is ever NaN): Dice and IoU are 1 when prediction and
+ground truth are both empty; precision is 1 when nothing is predicted and nothing was missed, else 0
+when nothing is predicted; recall is 1 when the ground truth is empty and nothing is predicted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+METRICS = ("dice", "iou", "bce", "precision", "recall")
+
+
+def binary_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, precision, recall of two same-shaped boolean masks (any shape)."""
+    pred, target = pred.astype(bool), target.astype(bool)
+    tp = float(np.count_nonzero(pred & target))
+    fp = float(np.count_nonzero(pred & ~target))
+    fn = float(np.count_nonzero(~pred & target))
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        "iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
+        "precision": tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0),
+        "recall": tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0),
+    }
+
+
+def bce(prob: np.ndarray, target: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities vs a {0,1} mask (same shape)."""
+    p = np.clip(prob.astype(np.float64), eps, 1 - eps)
+    t = target.astype(np.float64)
+    return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
+
+
+def image_metrics(
+    prob: np.ndarray,
+    target: np.ndarray,
+    labels: tuple[str, ...] | list[str],
+    threshold: float = 0.5,
+) -> list[dict[str, float | str]]:
+    """prob (L, H, W) float in [0, 1], target (L, H, W) {0, 1} -> one row per label with METRICS."""
+    if prob.shape != target.shape:
+        raise ValueError(f"prob shape {prob.shape} != target shape {target.shape}")
+    rows: list[dict[str, float | str]] = []
+    for i, lb in enumerate(labels):
+        row: dict[str, float | str] = {"label": lb}
+        row.update(binary_scores(prob[i] > threshold, target[i] > 0))
+        row["bce"] = bce(prob[i], target[i])
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict[str, float | str]]) -> dict[str, dict[str, float]]:
+    """Rows with 'label' and numeric metrics -> {label: {<m>_mean, <m>_std, <m>_median, <m>_min}} over images.
+    Std is the population standard deviation (ddof=0)."""
+    by_label: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                by_label[str(r["label"])][k].append(float(v))
+    out: dict[str, dict[str, float]] = {}
+    for lb, cols in by_label.items():
+        s: dict[str, float] = {}
+        for k, vals in cols.items():
+            a = np.asarray(vals)
+            s[f"{k}_mean"] = float(a.mean())
+            s[f"{k}_std"] = float(a.std())
+            s[f"{k}_median"] = float(np.median(a))
+            s[f"{k}_min"] = float(a.min())
+        out[lb] = s
+    return out

@@ -1,0 +1,61 @@
+"""Model registry: named presets and ``build_model(cfg)``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from biounet.config import ModelConfig
+from biounet.errors import BiounetError
+from biounet.models.unet import UNet
+
+# name -> architecture. Why these widths: see README ("Models").
+PRESETS: dict[str, ModelConfig] = {
+    # The article's model: 3 in, 2 out, widths 64..1024, BN after every conv, biased convs, nearest-upsample +
+    # 3x3 conv decoder: 34,527,106 parameters.
+    "seed": ModelConfig(
+        in_channels=3,
+        out_channels=2,
+        base_width=64,
+        depth=4,
+        norm="batch",
+        up_mode="nearest_conv",
+        bias=True,
+    ),
+    # Ronneberger et al. 2015 (padded convs): no BN, 2x2 up-conv; 31,030,658 parameters for 1 in / 2 out.
+    "paper": ModelConfig(
+        in_channels=1,
+        out_channels=2,
+        base_width=64,
+        depth=4,
+        norm="none",
+        up_mode="transpose",
+        bias=True,
+    ),
+    # Small default for CPU work: widths 16..256, 1.9M parameters.
+    "small": ModelConfig(base_width=16, depth=4, norm="batch", up_mode="transpose", bias=False),
+    # Middle size: widths 32..512, 7.8M parameters.
+    "medium": ModelConfig(base_width=32, depth=4, norm="batch", up_mode="transpose", bias=False),
+}
+
+ARCHS: dict[str, type[nn.Module]] = {"unet": UNet}
+
+
+def preset(name: str, **overrides: object) -> ModelConfig:
+    """The named preset with fields replaced by ``overrides`` (None values are ignored)."""
+    if name not in PRESETS:
+        raise BiounetError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return dataclasses.replace(
+        PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch not in ARCHS:
+        raise BiounetError(f"unknown architecture {cfg.arch!r}; valid: {', '.join(ARCHS)}")
+    return ARCHS[cfg.arch](cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
