@@ -24,6 +24,7 @@ from biounet.models import build_model
 
 FORMAT = "biounet-checkpoint"
 FORMAT_VERSION = 1
+PIPELINE_FORMAT = "biounet-fundus-pipeline"
 
 
 @dataclass
@@ -72,7 +73,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def read_payload(path: Path) -> dict[str, Any]:
+    """The file's dict, loaded without executing code; clear one-line errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise BiounetError(f"{path}: checkpoint not found")
@@ -87,13 +89,17 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise BiounetError(
             f"{path}: not a readable checkpoint (truncated or another format): {e}"
         ) from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, PIPELINE_FORMAT):
         raise BiounetError(f"{path}: not a biounet checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
         raise BiounetError(
             f"{path}: checkpoint format {payload.get('format_version')} (biounet "
             f"{payload.get('biounet_version')}); this biounet {__version__} reads format {FORMAT_VERSION}"
         )
+    return payload
+
+
+def payload_to_checkpoint(payload: dict[str, Any]) -> Checkpoint:
     return Checkpoint(
         model_config=dataclass_from_dict(ModelConfig, payload["model_config"]),
         labels=tuple(payload["labels"]),
@@ -101,3 +107,41 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state_dict=payload["state_dict"],
         extra=payload.get("extra", {}),
     )
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """A single-model checkpoint (``biounet train``'s best.pt / last.pt)."""
+    payload = read_payload(path)
+    if payload["format"] != FORMAT:
+        raise BiounetError(
+            f"{path}: a fundus pipeline checkpoint, not a single model; use it with predict/evaluate"
+        )
+    return payload_to_checkpoint(payload)
+
+
+@dataclass
+class PipelineCheckpoint:
+    """Several models that run together (the fundus pipeline: 'locator' and 'roi') and their settings."""
+
+    parts: dict[str, Checkpoint]
+    settings: dict[str, Any]
+
+
+def save_pipeline(path: Path, parts: dict[str, Path], settings: dict[str, Any]) -> None:
+    """Bundle single-model checkpoint files into one pipeline file."""
+    payload = {
+        "format": PIPELINE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "biounet_version": __version__,
+        "parts": {name: read_payload(p) for name, p in parts.items()},
+        "settings": to_plain(settings),
+    }
+    atomic_torch_save(payload, Path(path))
+
+
+def load_any(path: Path) -> Checkpoint | PipelineCheckpoint:
+    payload = read_payload(path)
+    if payload["format"] == FORMAT:
+        return payload_to_checkpoint(payload)
+    parts = {k: payload_to_checkpoint(v) for k, v in payload["parts"].items()}
+    return PipelineCheckpoint(parts, payload.get("settings", {}))

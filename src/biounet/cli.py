@@ -103,9 +103,34 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
 def cmd_train(a: argparse.Namespace) -> int:
     from biounet.train import fit
 
+    if a.pipeline == "fundus":
+        return train_fundus(a)
     cfg = build_run_config(a)
     out = fit(cfg, a.out)
     print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, config.yaml)")
+    return 0
+
+
+def train_fundus(a: argparse.Namespace) -> int:
+    from biounet.fundus.pipeline import FundusConfig, fit_fundus
+
+    fc = FundusConfig(
+        data_root=str(a.data),
+        labels=a.labels or ("disc", "cup"),
+        roi_size=a.image_size or 256,
+        roi_epochs=a.epochs or FundusConfig.roi_epochs,
+        locator_epochs=a.locator_epochs,
+        roi_preset=a.preset,
+        batch_size=a.batch_size or 8,
+        lr=a.lr or 2e-3,
+        seed=a.seed,
+        val_fraction=a.val_fraction,
+        precision=a.precision,
+        roi_scale=a.roi_scale,
+        roi_minutes=a.max_minutes or 0.0,
+    )
+    path = fit_fundus(fc, a.out)
+    print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
     return 0
 
 
@@ -136,6 +161,12 @@ def format_summary(s: dict) -> str:
             f"{lb:<12}{m['dice_mean']:>9.4f} ±{m['dice_std']:.3f}{m['iou_mean']:>9.4f} ±{m['iou_std']:.3f}"
             f"{m['precision_mean']:>12.4f}{m['recall_mean']:>10.4f}{m['bce_mean']:>8.4f}"
         )
+    if "vcdr" in s:
+        v = s["vcdr"]
+        lines.append(
+            "vCDR mean abs. error: "
+            + ", ".join(f"{k[4:]} {val:.4f}" for k, val in v.items() if k.startswith("mae_"))
+        )
     am = s["article_metrics"]
     lines.append(
         f"article's pooled numbers: BCE {am['bce']:.4f}, 'dice' (1 - soft Dice) {am['dice_loss_pooled']:.4f}, "
@@ -147,7 +178,16 @@ def format_summary(s: dict) -> str:
 def cmd_predict(a: argparse.Namespace) -> int:
     from biounet.predict import predict_paths
 
-    done, errors = predict_paths(a.checkpoint, a.inputs, a.out, a.threshold, a.precision)
+    done, errors = predict_paths(
+        a.checkpoint,
+        a.inputs,
+        a.out,
+        a.threshold,
+        a.precision,
+        tta=a.tta,
+        postprocess=not a.no_postprocess,
+        fit_ellipse=a.ellipse,
+    )
     print(f"{len(done)} image(s) written to {a.out}")
     for e in errors:
         print(f"biounet: skipped: {e}", file=sys.stderr)
@@ -177,6 +217,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
     )
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: mean over flips (fundus pipeline)",
+    )
+    p.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="fundus: keep raw masks (default: one component each, holes filled, cup inside disc)",
+    )
+    p.add_argument(
+        "--ellipse", action="store_true", help="fundus: replace disc and cup by fitted ellipses"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -222,6 +275,21 @@ def parser() -> argparse.ArgumentParser:
         help="stop after the epoch that passes this time budget",
     )
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument(
+        "--pipeline",
+        choices=["plain", "fundus"],
+        default="plain",
+        help="fundus: disc locator + disc-centred crop model, one fundus.pt (see README)",
+    )
+    t.add_argument(
+        "--locator-epochs", type=positive_int, default=40, help="fundus: epochs of the disc locator"
+    )
+    t.add_argument(
+        "--roi-scale",
+        type=positive_float,
+        default=2.0,
+        help="fundus: crop side relative to the located disc's extent",
+    )
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     t.set_defaults(func=cmd_train)
 

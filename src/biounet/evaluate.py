@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biounet.checkpoint import load_checkpoint
 from biounet.data.dataset import load_masks
 from biounet.data.folder import discover, read_splits, resolve_labels, select_split
 from biounet.data.io import read_image
 from biounet.data.transforms import Geometry, square_geometry, to_network
 from biounet.errors import BiounetError
-from biounet.infer import pick_device, predict_images, resolve_precision
 from biounet.losses import article_dice_loss_pooled, article_iou_pooled
-from biounet.metrics import METRICS, image_metrics, summarize
+from biounet.metrics import METRICS, bce, binary_scores, summarize
+from biounet.predictor import make_predictor
+
+COLUMNS = ["stem", "label", *METRICS, "hd95", "asd"]
 
 
 def evaluate_checkpoint(
@@ -31,79 +33,172 @@ def evaluate_checkpoint(
     precision: str = "auto",
     batch_size: int = 4,
     invert_masks: tuple[str, ...] = (),
+    tta: bool = False,
+    postprocess: bool = True,
+    fit_ellipse: bool = False,
+    article_size: int | None = None,
 ) -> dict[str, Any]:
     """Writes per_image.csv and summary.json into ``out_dir``; returns the summary.
 
-    Per image and label: Dice, IoU, BCE, precision, recall of the thresholded probabilities, resized
-    back to the mask's resolution. Also the article's own numbers ("article_*"): BCE, 1 - soft Dice
-    and IoU pooled over batches of ``batch_size`` and all labels, at the network resolution."""
-    ck = load_checkpoint(checkpoint)
-    model = ck.build()
-    device = pick_device()
-    model.to(device)
-    prec = resolve_precision(precision, device)
+    Per image and label: Dice, IoU, BCE, precision, recall, HD95 and average surface distance (pixels)
+    of the final masks at the mask's resolution. Also the article's own numbers ("article_metrics"):
+    BCE, 1 - soft Dice and IoU pooled over batches of ``batch_size`` images and all labels, at the
+    network resolution. Fundus data (disc + cup) also get vCDR per image and its error."""
+    pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
     root = Path(data_root)
     if split is None:
         split = "test" if read_splits(root) else "all"
     samples = select_split(root, discover(root), split)
     if not samples:
         raise BiounetError(f"{root}: split {split!r} is empty")
+    resolve_labels(samples, pred.labels, root)
     invert = tuple(invert_masks) or tuple(
-        ck.extra.get("run_config", {}).get("data", {}).get("invert_masks", [])
+        _train_config(pred).get("data", {}).get("invert_masks", [])
     )
-    resolve_labels(samples, ck.labels, root)
-    rows: list[dict[str, Any]] = []
-    art = {"bce": [], "dice_loss": [], "iou": []}
-    size = int(ck.preprocess["image_size"])
-    chunk = batch_size
-    for i in range(0, len(samples), chunk):
-        group = samples[i : i + chunk]
-        images = [read_image(s.image) for s in group]
-        targets = [
-            load_masks(s, ck.labels, invert, im.shape[:2])
-            for s, im in zip(group, images, strict=True)
-        ]
-        probs = list(predict_images(model, images, ck.preprocess, device, prec, batch_size))
-        for s, p, t in zip(group, probs, targets, strict=True):
-            for r in image_metrics(p, t, ck.labels, threshold):
-                rows.append({"stem": s.stem, **r})
-        _article_batch(images, targets, probs, size, art)
+    size = article_size or _network_size(pred)
+    rows, image_rows, art = [], [], {"bce": [], "dice_loss": [], "iou": []}
+    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for s in samples:
+        img = read_image(s.image)
+        target = load_masks(s, pred.labels, invert, img.shape[:2])
+        p = pred.predict(img)
+        rows.extend(label_rows(s.stem, p.prob, p.masks, target, pred.labels))
+        image_rows.append(
+            {"stem": s.stem, **_measure_row(p, target, pred.labels), "flags": ";".join(p.flags)}
+        )
+        batch.append((img, target, p.prob))
+        if len(batch) == batch_size or s is samples[-1]:
+            _article_batch(batch, size, art)
+            batch = []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["stem", "label", *METRICS])
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(out_dir / "per_image.csv", rows, COLUMNS)
+    if any(len(r) > 2 for r in image_rows):
+        _write_csv(out_dir / "per_image_measures.csv", image_rows, list(image_rows[0]))
     summary = {
         "checkpoint": str(checkpoint),
         "data": str(root),
         "split": split,
         "n_images": len(samples),
         "threshold": threshold,
+        "tta": tta,
+        "postprocess": postprocess,
         "resolution": "each mask's own resolution (predictions resized back)",
         "labels": summarize(rows),
         "article_metrics": {
-            "note": "the article's definitions: pooled over batches of "
-            f"{batch_size} images and all labels, at {size}x{size}; 'dice_loss' is 1 - soft Dice (lower is better)",
+            "note": f"the article's definitions: pooled over batches of {batch_size} images and all labels, at "
+            f"{size}x{size}; 'dice_loss_pooled' is 1 - soft Dice (a loss: lower is better)",
             "bce": float(np.mean(art["bce"])),
             "dice_loss_pooled": float(np.mean(art["dice_loss"])),
             "iou_pooled": float(np.mean(art["iou"])),
         },
     }
+    if "vcdr" in image_rows[0]:
+        summary["vcdr"] = vcdr_summary(image_rows, root)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
+def label_rows(
+    stem: str,
+    prob: np.ndarray,
+    masks: dict[str, np.ndarray],
+    target: np.ndarray,
+    labels: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """One row per label: METRICS + hd95 + asd (inf where one mask is empty; left out of the summary)."""
+    from biounet.surface import average_surface_distance, hd95
+
+    rows = []
+    for i, lb in enumerate(labels):
+        t = target[i] > 0
+        row: dict[str, Any] = {
+            "stem": stem,
+            "label": lb,
+            **binary_scores(masks[lb], t),
+            "bce": bce(prob[i], t),
+        }
+        row["hd95"] = hd95(masks[lb], t)
+        row["asd"] = average_surface_distance(masks[lb], t)
+        rows.append(row)
+    return rows
+
+
+def _measure_row(p: Any, target: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    if "vcdr" not in p.measures:
+        return {}
+    from biounet.fundus.cdr import vertical_cdr
+
+    true_vcdr = vertical_cdr(target[labels.index("disc")] > 0, target[labels.index("cup")] > 0)
+    keys = ("vcdr", "hcdr", "acdr")
+    return {**{k: p.measures.get(k) for k in keys}, "vcdr_true_masks": true_vcdr}
+
+
+def vcdr_summary(image_rows: list[dict[str, Any]], root: Path) -> dict[str, Any]:
+    """vCDR error against the ground-truth masks' vCDR and, where the dataset has them
+    (meta/cdr_values.csv: one column per expert), against the mean of the experts' values."""
+    pred = np.array([r["vcdr"] for r in image_rows], dtype=float)
+    out: dict[str, Any] = {
+        "mae_vs_masks": _mae(pred, np.array([r["vcdr_true_masks"] for r in image_rows]))
+    }
+    experts = _expert_cdr(root)
+    if experts:
+        have = [i for i, r in enumerate(image_rows) if r["stem"] in experts]
+        if have:
+            e = np.array([experts[image_rows[i]["stem"]] for i in have])
+            p = pred[have]
+            out["mae_vs_experts_mean"] = _mae(p, e)
+            ok = np.isfinite(p)
+            out["pearson_r_vs_experts_mean"] = (
+                float(np.corrcoef(p[ok], e[ok])[0, 1]) if ok.sum() > 2 else math.nan
+            )
+            out["experts_reference"] = "meta/cdr_values.csv: mean of value_1..value_4 per image"
+            out["n_images"] = len(have)
+    return out
+
+
+def _mae(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    return float(np.abs(a[ok] - b[ok]).mean()) if ok.any() else math.nan
+
+
+def _expert_cdr(root: Path) -> dict[str, float]:
+    path = root / "meta" / "cdr_values.csv"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for r in rows:
+        vals = [float(v) for k, v in r.items() if k.startswith("value_") and v not in ("", None)]
+        if vals:
+            out[r["stem"]] = float(np.mean(vals))
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _train_config(pred: Any) -> dict[str, Any]:
+    ck = getattr(pred, "ck", None)
+    return ck.extra.get("run_config", {}) if ck is not None else {}
+
+
+def _network_size(pred: Any) -> int:
+    ck = getattr(pred, "ck", None)
+    return int(ck.preprocess["image_size"]) if ck is not None else 224
+
+
 def _article_batch(
-    images: list[np.ndarray],
-    targets: list[np.ndarray],
-    probs: list[np.ndarray],
-    size: int,
-    acc: dict[str, list[float]],
+    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int, acc: dict[str, list[float]]
 ) -> None:
-    """The article's batch-pooled numbers at network resolution, from probabilities already computed."""
+    """The article's batch-pooled numbers at network resolution, from full-resolution probabilities."""
     ts, ps = [], []
-    for im, t, p in zip(images, targets, probs, strict=True):
+    for im, t, p in batch:
         geo = square_geometry(im.shape[0], im.shape[1], size)
         ts.append(to_network(t, geo, is_mask=True))
         ps.append(_to_square(p, geo))

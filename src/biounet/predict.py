@@ -1,18 +1,19 @@
-"""``biounet predict``: masks, probability maps and overlays for images or folders of images."""
+"""``biounet predict``: masks, probability maps, overlays and (fundus) measures for images or folders."""
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from biounet.checkpoint import load_checkpoint
 from biounet.data.folder import list_images
 from biounet.data.io import IMAGE_EXTENSIONS, read_image, save_png
 from biounet.errors import BiounetError
-from biounet.infer import pick_device, predict_images, resolve_precision
+from biounet.predictor import Prediction, make_predictor
 from biounet.viz import overlay
 
 log = logging.getLogger(__name__)
@@ -43,46 +44,85 @@ def predict_paths(
     out_dir: Path,
     threshold: float = 0.5,
     precision: str = "auto",
+    tta: bool = False,
+    postprocess: bool = True,
+    fit_ellipse: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
-    ``<stem>_overlay.png``, at the input's size. Returns (images done, one error line per unreadable file)."""
-    ck = load_checkpoint(checkpoint)
-    model = ck.build()
-    device = pick_device()
-    model.to(device)
-    prec = resolve_precision(precision, device)
+    ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
+    segments a disc and a cup. Unreadable files are skipped and reported at the end.
+    Returns (images done, one error line per unreadable file)."""
+    pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
     paths = expand_inputs(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done, errors = [], []
+    done, errors, rows = [], [], []
     for path in paths:
         try:
             img = read_image(path)
         except BiounetError as e:
             errors.append(str(e))
             continue
-        prob = next(predict_images(model, [img], ck.preprocess, device, prec, 1))
-        write_outputs(out_dir, path.stem, img, prob, ck.labels, threshold)
+        p = pred.predict(img)
+        write_outputs(out_dir, path.stem, img, p, pred.labels)
+        if p.measures:
+            rows.append(
+                {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
+            )
         done.append(path)
         log.debug("%s: done", path)
+    if rows:
+        write_measures(out_dir / "measures.csv", rows)
     return done, errors
 
 
 def write_outputs(
-    out_dir: Path,
-    stem: str,
-    img: np.ndarray,
-    prob: np.ndarray,
-    labels: tuple[str, ...],
-    threshold: float,
+    out_dir: Path, stem: str, img: np.ndarray, p: Prediction, labels: tuple[str, ...]
 ) -> None:
-    """prob (L, H, W) float in [0, 1] -> mask, probability and overlay PNGs."""
-    masks = {}
+    """Mask, probability and overlay PNGs of one image."""
     for i, lb in enumerate(labels):
-        m = prob[i] > threshold
-        masks[lb] = m
-        save_png(out_dir / f"{stem}_{lb}.png", m.astype(np.uint8) * 255)
+        save_png(out_dir / f"{stem}_{lb}.png", p.masks[lb].astype(np.uint8) * 255)
         save_png(
-            out_dir / f"{stem}_prob_{lb}.png", np.clip(prob[i] * 255 + 0.5, 0, 255).astype(np.uint8)
+            out_dir / f"{stem}_prob_{lb}.png",
+            np.clip(p.prob[i] * 255 + 0.5, 0, 255).astype(np.uint8),
         )
-    save_png(out_dir / f"{stem}_overlay.png", overlay(img, masks))
+    ov = overlay(img, p.masks)
+    text = overlay_text(p)
+    if text:
+        ov = draw_text(ov, text)
+    save_png(out_dir / f"{stem}_overlay.png", ov)
+
+
+def overlay_text(p: Prediction) -> str:
+    parts = []
+    m = p.measures
+    if "vcdr" in m:
+        parts.append(f"vCDR {m['vcdr']:.2f}  hCDR {m['hcdr']:.2f}  aCDR {m['acdr']:.2f}")
+    if p.flags:
+        parts.append("DOUBTFUL: " + ", ".join(p.flags))
+    return "\n".join(parts)
+
+
+def draw_text(img: np.ndarray, text: str) -> np.ndarray:
+    """Text in the top-left corner on a dark box, sized to the image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(img)
+    draw = ImageDraw.Draw(im)
+    size = max(12, img.shape[0] // 30)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    box = draw.multiline_textbbox((8, 8), text, font=font)
+    draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
+    draw.multiline_text((8, 8), text, fill=(255, 255, 255), font=font)
+    return np.asarray(im)
+
+
+def write_measures(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from biounet.checkpoint import save_checkpoint
 from biounet.config import RunConfig
 from biounet.data.dataset import ArrayDataset, load_arrays
-from biounet.data.folder import discover, read_splits, resolve_labels, select_split
+from biounet.data.folder import Sample, discover, read_splits, resolve_labels, select_split
 from biounet.data.io import read_image
 from biounet.data.transforms import AugmentParams, augment_batch, normalize
 from biounet.errors import BiounetError
@@ -28,6 +30,8 @@ from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 
 log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -46,64 +50,72 @@ class Prepared:
     in_channels: int
 
 
-def prepare_data(cfg: RunConfig) -> Prepared:
-    """Training split of cfg.data.root, divided into train / val (splits.json "val" if present,
-    else a seeded ``val_fraction`` of the training split). Never touches the test split."""
+def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
+    """Training split of cfg.data.root divided into (train, val, labels): splits.json "val" if present,
+    else a seeded ``val_fraction`` of the training split. Never touches the test split."""
     root = Path(cfg.data.root)
-    samples = select_split(
-        root, discover(root), cfg.data.train_split if read_splits(root) else None
-    )
-    labels = resolve_labels(samples, cfg.data.labels, root)
+    all_samples = discover(root)
     splits = read_splits(root) or {}
+    samples = select_split(root, all_samples, cfg.data.train_split if splits else None)
+    labels = resolve_labels(samples, cfg.data.labels, root)
     if "val" in splits and cfg.data.train_split == "train":
-        val_stems = set(splits["val"])
-        val_s = [s for s in select_split(root, discover(root), "val")]
-        tr_s = [s for s in samples if s.stem not in val_stems]
+        val_s = select_split(root, all_samples, "val")
         resolve_labels(val_s, labels, root)
-    else:
-        order = torch.randperm(
-            len(samples), generator=torch.Generator().manual_seed(cfg.train.seed)
-        ).tolist()
-        n_val = (
-            max(1, round(len(samples) * cfg.data.val_fraction)) if cfg.data.val_fraction > 0 else 0
+        val_stems = {s.stem for s in val_s}
+        return [s for s in samples if s.stem not in val_stems], val_s, labels
+    order = torch.randperm(
+        len(samples), generator=torch.Generator().manual_seed(cfg.train.seed)
+    ).tolist()
+    n_val = max(1, round(len(samples) * cfg.data.val_fraction)) if cfg.data.val_fraction > 0 else 0
+    if len(samples) - n_val < 1:
+        raise BiounetError(
+            f"{root}: {len(samples)} training images are too few to hold out {n_val} for validation"
         )
-        if len(samples) - n_val < 1:
-            raise BiounetError(
-                f"{root}: {len(samples)} training images are too few to hold out {n_val} for validation"
-            )
-        val_s = [samples[i] for i in sorted(order[:n_val])]
-        tr_s = [samples[i] for i in sorted(order[n_val:])]
+    val_s = [samples[i] for i in sorted(order[:n_val])]
+    tr_s = [samples[i] for i in sorted(order[n_val:])]
+    return tr_s, val_s or tr_s[:1], labels
+
+
+def prepare_data(cfg: RunConfig) -> Prepared:
+    """In-memory train and val arrays at the network's resolution (see ``split_samples``)."""
+    tr_s, val_s, labels = split_samples(cfg)
     channels = cfg.model.in_channels or read_image(tr_s[0].image).shape[-1]
     load = lambda ss: load_arrays(ss, labels, cfg.data.image_size, channels, cfg.data.invert_masks)  # noqa: E731
-    return Prepared(load(tr_s), load(val_s) if val_s else load(tr_s[:1]), labels, channels)
+    return Prepared(load(tr_s), load(val_s), labels, channels)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    data: ArrayDataset,
-    opt: torch.optim.Optimizer,
-    cfg: RunConfig,
-    gen: torch.Generator,
-    device: torch.device,
-    precision: str,
-    desc: str,
-) -> float:
-    """One pass over ``data`` in a seeded random order; returns the mean training loss."""
-    model.train()
+def array_batches(data: ArrayDataset, cfg: RunConfig, gen: torch.Generator) -> Iterator[Batch]:
+    """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches."""
     n, bs = len(data), cfg.train.batch_size
     order = torch.randperm(n, generator=gen)
     if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
         order = order[:-1]
     aug = AugmentParams() if cfg.data.augment else None
-    total, count, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(0, len(order), bs), desc=desc, leave=False, unit="batch", disable=None)
-    for i in bar:
+    for i in range(0, len(order), bs):
         idx = order[i : i + bs]
         img, mask = data.images[idx], data.masks[idx]
         if aug is not None:
-            x, y = augment_batch(img, mask, aug, gen)
+            yield augment_batch(img, mask, aug, gen)
         else:
-            x, y = img.float() / 255.0, mask.float()
+            yield img.float() / 255.0, mask.float()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    n_batches: int,
+    opt: torch.optim.Optimizer,
+    cfg: RunConfig,
+    device: torch.device,
+    precision: str,
+    desc: str,
+) -> float:
+    """One pass over ``batches`` of (x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}); returns the
+    mean training loss per image."""
+    model.train()
+    total, count, t0 = 0.0, 0, time.perf_counter()
+    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, unit="batch", disable=None)
+    for b, (x, y) in enumerate(bar):
         x = normalize(x).to(device)
         y = y.to(device)
         if cfg.train.channels_last:
@@ -113,13 +125,13 @@ def train_one_epoch(
         loss = bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight)
         if not torch.isfinite(loss):
             raise BiounetError(
-                f"{desc}: loss is {loss.item()} at batch {i // bs}; stopping (last.pt is the last good state)"
+                f"{desc}: loss is {loss.item()} at batch {b}; stopping (last.pt holds the last good epoch)"
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
+        total += loss.item() * len(x)
+        count += len(x)
         bar.set_postfix(
             loss=f"{total / count:.4f}", img_s=f"{count / (time.perf_counter() - t0):.1f}"
         )
@@ -170,28 +182,48 @@ def fit(cfg: RunConfig, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = seed_everything(cfg.train.seed)
     data = prepare_data(cfg)
-    mcfg = cfg.model.__class__(
-        **{**cfg.model.__dict__, "in_channels": data.in_channels, "out_channels": len(data.labels)}
-    )
-    cfg = RunConfig(
-        data=cfg.data.__class__(**{**cfg.data.__dict__, "labels": data.labels}),
-        model=mcfg,
-        train=cfg.train,
-        preset=cfg.preset,
-    )
+    cfg = with_data_facts(cfg, data.labels, data.in_channels)
     cfg.save_yaml(out_dir / "config.yaml")
+    n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
+    log.info("%d train / %d val images; labels %s", len(data.train), len(data.val), data.labels)
+    train_loop(
+        cfg,
+        lambda: array_batches(data.train, cfg, gen),
+        n_batches,
+        data.val,
+        out_dir,
+        preprocess_spec(cfg.data.image_size, data.in_channels),
+    )
+    return out_dir
+
+
+def with_data_facts(cfg: RunConfig, labels: tuple[str, ...], in_channels: int) -> RunConfig:
+    """cfg with the labels and channel counts that the data decided."""
+    model = dataclasses.replace(cfg.model, in_channels=in_channels, out_channels=len(labels))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=labels), model=model)
+
+
+def train_loop(
+    cfg: RunConfig,
+    make_batches: Callable[[], Iterable[Batch]],
+    n_batches: int,
+    val: ArrayDataset,
+    out_dir: Path,
+    preprocess: dict,
+    extra: dict | None = None,
+) -> nn.Module:
+    """Epochs of training and validation; best epoch by mean validation Dice. Writes metrics.csv,
+    last.pt, best.pt (each epoch) and curves.png into ``out_dir``; returns the trained model."""
     device = pick_device()
     precision = resolve_precision(cfg.train.precision, device)
-    model = build_model(mcfg).to(device)
+    labels = cfg.data.labels
+    model = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info(
-        "model %s: %s parameters; %d train / %d val images; labels %s; %s on %s",
+        "model %s: %s parameters; %s on %s",
         cfg.preset,
         f"{count_parameters(model):,}",
-        len(data.train),
-        len(data.val),
-        data.labels,
         precision,
         device,
     )
@@ -201,37 +233,43 @@ def fit(cfg: RunConfig, out_dir: Path) -> Path:
         if cfg.train.lr_step > 0
         else None
     )
-    prep = preprocess_spec(cfg.data.image_size, data.in_channels)
     rows: list[dict[str, float]] = []
     best, t_start = -math.inf, time.perf_counter()
     for epoch in range(1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         train_loss = train_one_epoch(
-            model, data.train, opt, cfg, gen, device, precision, f"epoch {epoch}/{cfg.train.epochs}"
+            model,
+            make_batches(),
+            n_batches,
+            opt,
+            cfg,
+            device,
+            precision,
+            f"epoch {epoch}/{cfg.train.epochs}",
         )
         if sched is not None:
             sched.step()
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            **validate(model, data.val, cfg, data.labels, device, precision),
+            **validate(model, val, cfg, labels, device, precision),
             "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
         write_metrics_csv(out_dir / "metrics.csv", rows)
-        extra = {"epoch": epoch, "metrics": row, "run_config": cfg.to_dict()}
-        save_checkpoint(out_dir / "last.pt", model, mcfg, data.labels, prep, extra)
+        info = {**(extra or {}), "epoch": epoch, "metrics": row, "run_config": cfg.to_dict()}
+        save_checkpoint(out_dir / "last.pt", model, cfg.model, labels, preprocess, info)
         if row["val_dice_mean"] > best:
             best = row["val_dice_mean"]
-            save_checkpoint(out_dir / "best.pt", model, mcfg, data.labels, prep, extra)
+            save_checkpoint(out_dir / "best.pt", model, cfg.model, labels, preprocess, info)
         log.info(
             "epoch %d: train loss %.4f, val loss %.4f, val dice %s, %.1fs",
             epoch,
             train_loss,
             row["val_loss"],
-            " ".join(f"{lb}={row[f'val_dice_{lb}']:.4f}" for lb in data.labels),
+            " ".join(f"{lb}={row[f'val_dice_{lb}']:.4f}" for lb in labels),
             row["seconds"],
         )
         if cfg.train.max_minutes and time.perf_counter() - t_start > cfg.train.max_minutes * 60:
@@ -239,8 +277,8 @@ def fit(cfg: RunConfig, out_dir: Path) -> Path:
             break
     from biounet.viz import plot_curves
 
-    plot_curves(rows, data.labels, out_dir / "curves.png")
-    return out_dir
+    plot_curves(rows, labels, out_dir / "curves.png")
+    return model
 
 
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:

@@ -100,7 +100,7 @@ def _read_array(path: Path) -> np.ndarray:
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 elif im.mode == "1":
                     im = im.convert("L")
-                return np.asarray(im)
+                return np.array(im)  # a writable copy
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BiounetError(f"{path}: image too large ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:

@@ -122,8 +122,13 @@ def augment_batch(
         img.float() / 255.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     y = F.grid_sample(mask.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return photometric(x, p, gen), y
+
+
+def photometric(x: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
+    """Random gamma, contrast and brightness per image. (B, C, H, W) float in [0, 1] -> same."""
+    b = x.shape[0]
     gamma = torch.exp((torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * p.gamma)
     contrast = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * p.contrast
     bright = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * p.brightness
-    x = (x.clamp(0, 1) ** gamma * contrast + bright).clamp(0, 1)
-    return x, y
+    return (x.clamp(0, 1) ** gamma * contrast + bright).clamp(0, 1)

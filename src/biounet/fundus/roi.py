@@ -1,0 +1,92 @@
+"""Regions of interest around the optic disc: where the disc is, square crops around it (with
+augmentation for training), and pasting ROI predictions back into the full image.
+
+Coordinates are pixel centres: pixel (r, c) of an (H, W) image sits at y = r, x = c. A ROI is a
+square of side ``side`` pixels centred on (cy, cx), sampled onto an (R, R) grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class Roi:
+    cy: float
+    cx: float
+    side: float
+
+
+def disc_roi(disc: np.ndarray, scale: float = 2.0, min_side: float = 32.0) -> Roi | None:
+    """(H, W) bool disc mask -> square ROI centred on the largest component's bounding-box centre, side =
+    ``scale`` x the component's larger extent. None when the mask is empty."""
+    lab, n = ndimage.label(disc)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    rows, cols = np.nonzero(lab == int(np.argmax(sizes)) + 1)
+    cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    return Roi(float(cy), float(cx), max(min_side, float(extent) * scale))
+
+
+def roi_theta(
+    rois: list[Roi],
+    hw: list[tuple[int, int]],
+    angle: torch.Tensor | None = None,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, 2, 3) affine matrices for ``F.affine_grid(..., align_corners=False)`` that sample each ROI
+    (optionally rotated by ``angle`` radians and flipped: ``flip`` (B, 2) of +-1 for x, y) out of an
+    image whose valid part is (h, w) but which may sit padded at the top-left of a larger tensor
+    (H_t, W_t given in ``hw`` as the tensor size, since grid coordinates refer to the tensor)."""
+    b = len(rois)
+    angle = torch.zeros(b) if angle is None else angle
+    flip = torch.ones(b, 2) if flip is None else flip
+    theta = torch.zeros(b, 2, 3)
+    for i, (r, (h, w)) in enumerate(zip(rois, hw, strict=True)):
+        c, s = math.cos(float(angle[i])), math.sin(float(angle[i]))
+        half = r.side / 2
+        # offset in pixels = R @ diag(half * flip) @ (u, v); normalised = 2 * offset / size
+        theta[i, 0, 0] = 2 / w * c * half * flip[i, 0]
+        theta[i, 0, 1] = 2 / w * -s * half * flip[i, 1]
+        theta[i, 1, 0] = 2 / h * s * half * flip[i, 0]
+        theta[i, 1, 1] = 2 / h * c * half * flip[i, 1]
+        theta[i, 0, 2] = (2 * r.cx + 1) / w - 1
+        theta[i, 1, 2] = (2 * r.cy + 1) / h - 1
+    return theta
+
+
+def crop_rois(
+    images: torch.Tensor, theta: torch.Tensor, size: int, mode: str = "bilinear"
+) -> torch.Tensor:
+    """(B, C, H, W) float -> (B, C, size, size) sampled through ``theta``; outside the image is 0."""
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def paste_roi(prob: torch.Tensor, roi: Roi, h: int, w: int) -> np.ndarray:
+    """(L, R, R) ROI probabilities -> (L, h, w) full-image probabilities (0 outside the ROI), bilinear."""
+    out = np.zeros((prob.shape[0], h, w), dtype=np.float32)
+    half = roi.side / 2
+    y0, y1 = max(0, math.floor(roi.cy - half)), min(h, math.ceil(roi.cy + half) + 1)
+    x0, x1 = max(0, math.floor(roi.cx - half)), min(w, math.ceil(roi.cx + half) + 1)
+    if y1 <= y0 or x1 <= x0:
+        return out
+    ys = torch.arange(y0, y1, dtype=torch.float32)
+    xs = torch.arange(x0, x1, dtype=torch.float32)
+    # ROI-normalised coordinates (align_corners=False) of each full-image pixel centre
+    v = (ys - roi.cy) / half
+    u = (xs - roi.cx) / half
+    grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], dim=-1)[None]
+    sampled = F.grid_sample(
+        prob[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    out[:, y0:y1, x0:x1] = sampled[0].numpy()
+    return out

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny synthetic fundus dataset and the location of the real datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from biounet.data.synthetic import write_synthetic_dataset
+
+# The real datasets live next to the repository (never inside it): <repo>/../shared/data.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# The tiny dataset's geometry; tests check output sizes against these.
+N_TRAIN, N_TEST, H, W = 6, 3, 64, 72
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """images/synth_000..008.png (72x64 RGB), masks/{disc,cup}/, splits.json with 6 train and 3 test."""
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("synth"), n_train=N_TRAIN, n_test=N_TEST, h=H, w=W
+    )
+
+
+@pytest.fixture(scope="session")
+def real_dataset() -> Callable[[str], Path]:
+    """``real_dataset("drishti_gs1")`` -> the folder, or skip the test when it is not on this machine."""
+
+    def get(name: str) -> Path:
+        path = SHARED_DATA / name
+        if not path.is_dir():
+            pytest.skip(f"{path} not found: real-data test skipped")
+        return path
+
+    return get
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    """Write a uint8 array (H, W) or (H, W, C) as PNG, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path)
+    return path
+
+
+@pytest.fixture
+def png() -> Callable[[Path, np.ndarray], Path]:
+    return write_png

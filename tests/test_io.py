@@ -1,0 +1,218 @@
+"""Reading images and masks: formats, bit depths, conventions and errors that name the file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from biounet.data.io import read_image, read_mask, save_png, to_uint8
+from biounet.errors import BiounetError
+
+RNG = np.random.default_rng(0)
+GREY = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+MASK = np.zeros((5, 7), dtype=np.uint8)
+MASK[1:4, 2:6] = 1
+
+
+def save(path: Path, arr: np.ndarray, mode: str | None = None, **kw: object) -> Path:
+    if path.suffix in (".tif", ".tiff"):
+        tifffile.imwrite(path, arr, **kw)
+    else:
+        Image.fromarray(arr, mode).save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("arr", "mode", "expected"),
+    [(GREY, "L", GREY[..., None]), (RGB, "RGB", RGB), (np.dstack([RGB, GREY]), "RGBA", RGB)],
+    ids=["grey", "rgb", "rgba-drops-alpha"],
+)
+def test_png_is_read_exactly(tmp_path: Path, arr: np.ndarray, mode: str, expected: np.ndarray):
+    out = read_image(save(tmp_path / "x.png", arr, mode))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_jpeg_rgb_and_grey(tmp_path: Path) -> None:
+    smooth = np.add.outer(np.arange(16) * 8, np.arange(24) * 4).astype(np.uint8)  # (16, 24)
+    rgb = np.dstack([smooth, smooth // 2, 255 - smooth])
+    out = read_image(save(tmp_path / "x.jpg", rgb, quality=95))
+    assert out.shape == (16, 24, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb).mean() < 4  # lossy, but close
+    out = read_image(save(tmp_path / "g.jpeg", smooth, quality=95))
+    assert out.shape == (16, 24, 1)
+
+
+def test_8bit_tiff_kept_as_is(tmp_path: Path) -> None:
+    np.testing.assert_array_equal(read_image(save(tmp_path / "g.tif", GREY)), GREY[..., None])
+    np.testing.assert_array_equal(read_image(save(tmp_path / "c.tiff", RGB)), RGB)
+
+
+def test_channels_first_tiff_is_moved_to_last(tmp_path: Path) -> None:
+    chw = np.moveaxis(RGB, -1, 0)  # (3, 5, 7)
+    out = read_image(save(tmp_path / "chw.tif", chw, photometric="rgb", planarconfig="separate"))
+    np.testing.assert_array_equal(out, RGB)
+
+
+def test_16bit_tiff_is_scaled_between_percentiles(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 200 * 10).astype(np.uint16).reshape(200, 10)
+    out = read_image(save(tmp_path / "r.tif", ramp))
+    assert out.shape == (200, 10, 1) and out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+    assert (np.diff(out[..., 0].ravel().astype(int)) >= 0).all()  # monotone
+    # 0.5th / 99.5th percentiles map to 0 / 255: the middle value maps to ~128
+    assert abs(int(out[100, 0, 0]) - 128) <= 1
+
+
+def test_16bit_png_is_read(tmp_path: Path) -> None:
+    arr = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).astype(np.uint16)
+    out = read_image(save(tmp_path / "x.png", arr))
+    assert out.shape == (3, 4, 1) and out.dtype == np.uint8
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+
+
+def test_float_tiff_scaled_and_nan_safe(tmp_path: Path) -> None:
+    f = np.linspace(-3, 7, 30, dtype=np.float32).reshape(5, 6)
+    f[0, 0] = np.nan
+    out = read_image(save(tmp_path / "f.tif", f))
+    assert out.shape == (5, 6, 1)
+    assert out[0, 0, 0] == 0  # NaN becomes the low percentile
+    assert out[-1, -1, 0] == 255
+    assert (np.diff(out[..., 0].ravel()[1:].astype(int)) >= 0).all()
+
+
+def test_constant_and_all_nan_arrays() -> None:
+    np.testing.assert_array_equal(to_uint8(np.full((2, 2), 7.0)), np.zeros((2, 2), np.uint8))
+    with pytest.raises(BiounetError, match="arr.npy: image has no finite pixel values"):
+        to_uint8(np.full((2, 2), np.nan), "arr.npy")
+
+
+@pytest.mark.parametrize(
+    ("stored", "invert", "expected"),
+    [(MASK * 255, False, MASK), (MASK, False, MASK), (MASK * 255, True, 1 - MASK)],
+    ids=["0/255", "0/1", "inverted"],
+)
+def test_masks(tmp_path: Path, stored: np.ndarray, invert: bool, expected: np.ndarray) -> None:
+    for name in ("m.png", "m.tif"):
+        out = read_mask(save(tmp_path / name, stored), invert=invert)
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_grey_mask_saved_as_rgb_is_accepted(tmp_path: Path) -> None:
+    rgb = np.repeat((MASK * 255)[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(read_mask(save(tmp_path / "m.png", rgb)), MASK)
+
+
+def test_grey_alpha_mask_is_accepted(tmp_path: Path) -> None:
+    """Grey + alpha (mode LA, what GIMP exports) is a grey mask, as an RGBA one with equal channels is."""
+    la = np.dstack([MASK * 255, np.full_like(MASK, 255)])
+    np.testing.assert_array_equal(read_mask(save(tmp_path / "m.png", la, "LA")), MASK)
+
+
+def test_colour_mask_is_an_error(tmp_path: Path) -> None:
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[..., 0] = MASK * 255
+    path = save(tmp_path / "colour.png", rgb)
+    with pytest.raises(BiounetError, match=r"colour\.png: mask is a colour image"):
+        read_mask(path)
+
+
+def test_non_binary_mask_names_file_and_values(tmp_path: Path) -> None:
+    path = save(tmp_path / "soft.png", (MASK * 128).astype(np.uint8) + 1)
+    with pytest.raises(BiounetError, match=r"soft\.png: mask is not binary \(values \[1, 129\]\)"):
+        read_mask(path)
+    path = save(tmp_path / "many.png", np.arange(35, dtype=np.uint8).reshape(5, 7))
+    with pytest.raises(BiounetError, match=r"many\.png: .*\[0, 1, 2, 3, 4, 5\]\.\.\."):
+        read_mask(path)
+
+
+@pytest.mark.parametrize("name", ["empty.png", "empty.tif"])
+def test_zero_byte_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(BiounetError, match=rf"{name}: file is empty \(0 bytes\)"):
+        read_image(tmp_path / name)
+    with pytest.raises(BiounetError, match=rf"{name}: file is empty"):
+        read_mask(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["bad.png", "bad.jpg", "bad.tif"])
+def test_corrupt_file(tmp_path: Path, name: str) -> None:
+    good = tmp_path / f"good{Path(name).suffix}"
+    save(good, RGB)
+    (tmp_path / name).write_bytes(good.read_bytes()[:40])  # truncated inside the data
+    with pytest.raises(BiounetError, match=rf"{name}: cannot decode"):
+        read_image(tmp_path / name)
+    (tmp_path / name).write_bytes(b"this is not an image at all")
+    with pytest.raises(BiounetError, match=rf"{name}: cannot decode"):
+        read_image(tmp_path / name)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(BiounetError, match=r"nothere\.png: file not found"):
+        read_image(tmp_path / "nothere.png")
+
+
+def test_save_png_round_trip(tmp_path: Path) -> None:
+    save_png(tmp_path / "o.png", RGB)
+    save_png(tmp_path / "g.png", GREY)
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png"), RGB)
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), GREY[..., None])
+
+
+def test_grey_alpha_png_keeps_its_geometry(tmp_path: Path) -> None:
+    """A 3-pixel-high grey+alpha image must not be mistaken for a channels-first array."""
+    la = np.dstack([GREY[:3], np.full((3, 7), 255, np.uint8)])  # (3, 7, 2)
+    np.testing.assert_array_equal(
+        read_image(save(tmp_path / "la.png", la, "LA")), GREY[:3, :, None]
+    )
+
+
+# PNG: 8-bit L/LA/RGB/RGBA and 16-bit grey; TIFF: 8/16-bit grey, RGB, RGBA.
+FORMATS = [
+    ("png", np.uint8, 1), ("png", np.uint8, 2), ("png", np.uint8, 3), ("png", np.uint8, 4),
+    ("png", np.uint16, 1),
+    ("tif", np.uint8, 1), ("tif", np.uint8, 3), ("tif", np.uint8, 4),
+    ("tif", np.uint16, 1), ("tif", np.uint16, 3),
+]  # fmt: skip
+PNG_MODES = {1: None, 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+@st.composite
+def images(draw: st.DrawFn) -> tuple[str, np.ndarray]:
+    ext, dtype, c = draw(st.sampled_from(FORMATS))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    shape = (h, w) if c == 1 else (h, w, c)
+    return ext, draw(arrays(dtype, shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(images())
+def test_any_array_reads_back_as_hwc_uint8(case: tuple[str, np.ndarray]) -> None:
+    ext, arr = case
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"x.{ext}"
+        if ext == "png":
+            save(path, arr, PNG_MODES[1 if arr.ndim == 2 else arr.shape[-1]])
+        elif arr.ndim == 3:
+            save(path, arr, photometric="rgb", extrasamples=["unassalpha"] * (arr.shape[-1] - 3))
+        else:
+            save(path, arr)
+        out = read_image(path)
+    assert out.dtype == np.uint8
+    assert out.shape[:2] == arr.shape[:2]
+    assert out.shape[2] in (1, 3)
+    if arr.dtype == np.uint8:  # 8-bit data is kept as is (minus any alpha)
+        grey_or_colour = (
+            arr[..., None] if arr.ndim == 2 else arr[..., : 1 if arr.shape[-1] < 3 else 3]
+        )
+        np.testing.assert_array_equal(out, grey_or_colour)
