@@ -7,9 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from biounet.data.synthetic import write_synthetic_dataset
+
+# The tests run tiny tensors, where intra-op threads cost more in synchronisation than they save;
+# on a 2-core machine that is busy with other work, 2 threads made the suite ~7x slower than 1.
+torch.set_num_threads(1)
 
 # The real datasets live next to the repository (never inside it): <repo>/../shared/data.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -81,6 +81,10 @@ def read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise BiounetError(
+                f"{path}: not a readable checkpoint (corrupt or another format)"
+            ) from e
         raise BiounetError(
             f"{path}: refused: the file holds objects other than weights and plain data "
             f"(a biounet checkpoint never does; loading it could run code)"
@@ -99,14 +103,17 @@ def read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def payload_to_checkpoint(payload: dict[str, Any]) -> Checkpoint:
-    return Checkpoint(
-        model_config=dataclass_from_dict(ModelConfig, payload["model_config"]),
-        labels=tuple(payload["labels"]),
-        preprocess=payload["preprocess"],
-        state_dict=payload["state_dict"],
-        extra=payload.get("extra", {}),
-    )
+def payload_to_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> Checkpoint:
+    try:
+        return Checkpoint(
+            model_config=dataclass_from_dict(ModelConfig, payload["model_config"]),
+            labels=tuple(payload["labels"]),
+            preprocess=dict(payload["preprocess"]),
+            state_dict=dict(payload["state_dict"]),
+            extra=payload.get("extra", {}),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise BiounetError(f"{path}: incomplete biounet checkpoint (missing or bad {e})") from e
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -116,7 +123,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise BiounetError(
             f"{path}: a fundus pipeline checkpoint, not a single model; use it with predict/evaluate"
         )
-    return payload_to_checkpoint(payload)
+    return payload_to_checkpoint(payload, path)
 
 
 @dataclass
@@ -142,6 +149,11 @@ def save_pipeline(path: Path, parts: dict[str, Path], settings: dict[str, Any]) 
 def load_any(path: Path) -> Checkpoint | PipelineCheckpoint:
     payload = read_payload(path)
     if payload["format"] == FORMAT:
-        return payload_to_checkpoint(payload)
-    parts = {k: payload_to_checkpoint(v) for k, v in payload["parts"].items()}
+        return payload_to_checkpoint(payload, path)
+    parts_in = payload.get("parts")
+    if not isinstance(parts_in, dict) or not {"locator", "roi"} <= set(parts_in):
+        raise BiounetError(
+            f"{path}: incomplete pipeline checkpoint (needs parts 'locator' and 'roi')"
+        )
+    parts = {k: payload_to_checkpoint(v, f"{path} [{k}]") for k, v in parts_in.items()}
     return PipelineCheckpoint(parts, payload.get("settings", {}))

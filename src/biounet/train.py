@@ -178,10 +178,9 @@ def validate(
 
 def fit(cfg: RunConfig, out_dir: Path) -> Path:
     """Train per ``cfg``; writes config.yaml, metrics.csv, curves.png, best.pt, last.pt into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     gen = seed_everything(cfg.train.seed)
-    data = prepare_data(cfg)
+    data = prepare_data(cfg)  # data errors surface before anything is written
+    out_dir = make_run_dir(out_dir)
     cfg = with_data_facts(cfg, data.labels, data.in_channels)
     cfg.save_yaml(out_dir / "config.yaml")
     n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
@@ -194,6 +193,19 @@ def fit(cfg: RunConfig, out_dir: Path) -> Path:
         out_dir,
         preprocess_spec(cfg.data.image_size, data.in_channels),
     )
+    return out_dir
+
+
+def make_run_dir(out_dir: Path) -> Path:
+    """Create the run folder and check it is writable, before any training time is spent."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise BiounetError(f"{out_dir}: cannot write the run folder ({e.strerror or e})") from e
     return out_dir
 
 

@@ -136,5 +136,6 @@ def resolve_labels(
             raise BiounetError(f"--labels: unknown label {lb!r}; {root}/masks has {available}")
         lacking = [s.stem for s in samples if lb not in s.masks]
         if lacking:
-            raise BiounetError(f"{root}/masks/{lb}: no mask for image(s) {lacking[:5]}")
+            folder = mask_layout(root).get(lb, root / "masks")
+            raise BiounetError(f"{folder}: no mask for image(s) {lacking[:5]}")
     return tuple(labels)

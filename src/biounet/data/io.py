@@ -24,8 +24,6 @@ def read_image(path: Path) -> np.ndarray:
     """(H, W, C) uint8 with C = 1 (grey) or 3 (RGB). Raises BiounetError naming the file."""
     path = Path(path)
     arr = _read_array(path)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # TIFF stored channels-first
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
@@ -67,13 +65,14 @@ def read_mask(path: Path, invert: bool = False) -> np.ndarray:
             arr.shape[-1] in (3, 4)
             and np.array_equal(arr[..., 0], arr[..., 1])
             and np.array_equal(arr[..., 0], arr[..., 2])
-            or arr.shape[-1] == 1
+            or arr.shape[-1] in (1, 2)  # grey, grey + alpha
         ):
             arr = arr[..., 0]
         else:
             raise BiounetError(f"{path}: mask is a colour image; expected a grey 0/255 or 0/1 mask")
     values = np.unique(arr)
-    if values.size > 2 or not set(values.tolist()) <= {0, 1, 255}:
+    vals = set(values.tolist())
+    if not (vals <= {0, 1} or vals <= {0, 255}):
         shown = values[:6].tolist()
         raise BiounetError(
             f"{path}: mask is not binary (values {shown}{'...' if values.size > 6 else ''}); "
@@ -116,7 +115,9 @@ def _read_tiff(path: Path) -> np.ndarray:
             n = int(np.prod(page.shape))
             if n > MAX_PIXELS * 4:
                 raise BiounetError(f"{path}: image too large ({page.shape})")
-            arr = page.asarray()
+            arr = np.asarray(page.asarray())
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+                arr = np.moveaxis(arr, 0, -1)  # stored channels-first
     except BiounetError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt files

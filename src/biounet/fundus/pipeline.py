@@ -64,7 +64,7 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     common = {"root": fc.data_root, "val_fraction": fc.val_fraction, "train_split": fc.train_split}
     train = {"batch_size": fc.batch_size, "lr": fc.lr, "seed": fc.seed, "precision": fc.precision}
     loc = RunConfig(
-        data=DataConfig(labels=("disc",), image_size=fc.locator_size, **common),
+        data=DataConfig(labels=fc.labels, image_size=fc.locator_size, **common),
         model=preset(fc.locator_preset, in_channels=0),
         train=TrainConfig(epochs=fc.locator_epochs, max_minutes=fc.locator_minutes, **train),
         preset=fc.locator_preset,
@@ -155,9 +155,10 @@ class FundusPredictor:
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
         h, w = img.shape[:2]
-        prob = next(
+        probs = next(
             predict_images(self.locator, [img], self.loc.preprocess, self.device, self.precision, 1)
-        )[0]
+        )
+        prob = probs[self.loc.labels.index("disc")]
         roi = disc_roi(prob > 0.5, self.roi_scale)
         if roi is not None:
             return roi, []
