@@ -31,6 +31,12 @@ from biounet.fundus.pipeline import FundusConfig, fit_fundus  # noqa: E402
 from biounet.models import preset  # noqa: E402
 from biounet.predictor import make_predictor  # noqa: E402
 from biounet.train import fit  # noqa: E402
+
+# Load lazily imported modules now, so edits to the tree during a long run cannot break it midway.
+import biounet.fundus.cdr  # noqa: E402, F401
+import biounet.fundus.postprocess  # noqa: E402, F401
+import biounet.surface  # noqa: E402, F401
+import biounet.viz  # noqa: E402, F401
 from common import RESULTS, SHARED_DATA, make_view, require, softmap_masks, update_results  # noqa: E402
 
 LABELS = ("disc", "cup")

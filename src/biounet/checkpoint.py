@@ -136,11 +136,17 @@ class PipelineCheckpoint:
 
 def save_pipeline(path: Path, parts: dict[str, Path], settings: dict[str, Any]) -> None:
     """Bundle single-model checkpoint files into one pipeline file."""
+    save_pipeline_payload(path, {name: read_payload(p) for name, p in parts.items()}, settings)
+
+
+def save_pipeline_payload(
+    path: Path, parts: dict[str, dict[str, Any]], settings: dict[str, Any]
+) -> None:
     payload = {
         "format": PIPELINE_FORMAT,
         "format_version": FORMAT_VERSION,
         "biounet_version": __version__,
-        "parts": {name: read_payload(p) for name, p in parts.items()},
+        "parts": parts,
         "settings": to_plain(settings),
     }
     atomic_torch_save(payload, Path(path))

@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from biounet import __version__
 from biounet.config import DataConfig, RunConfig, TrainConfig
@@ -36,6 +38,9 @@ RECIPES: dict[str, dict] = {
     "small": {"epochs": 60, "lr": 2e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
     "medium": {"epochs": 60, "lr": 1e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
 }
+# The family trains with its U-Net's recipe, so comparisons change only the architecture.
+RECIPES |= {"attention_seed": RECIPES["seed"], "unetpp_seed": RECIPES["seed"]}
+RECIPES |= {"attention_small": RECIPES["small"], "unetpp_small": RECIPES["small"]}
 
 
 def positive_int(s: str) -> int:
@@ -96,18 +101,61 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         seed=a.seed,
         precision=a.precision,
         max_minutes=a.max_minutes or 0.0,
+        deterministic=a.deterministic,
+        sync_bn=a.sync_bn,
     )
     return RunConfig(data=data, model=model, train=train, preset=a.preset)
 
 
+def resume_config(a: argparse.Namespace) -> RunConfig:
+    """The config of the run in ``a.resume`` (its config.yaml); only ``--epochs`` may change it."""
+    defaults = vars(parser().parse_args(["train", "--resume", str(a.resume)]))
+    given = [
+        "--" + k.replace("_", "-")
+        for k, v in vars(a).items()
+        if k not in ("epochs", "debug", "quiet") and v != defaults.get(k)
+    ]
+    if given:
+        raise BiounetError(
+            f"--resume continues {a.resume} as its config.yaml says; drop {', '.join(given)} "
+            "(only --epochs may change)"
+        )
+    path = a.resume / "config.yaml"
+    if not path.is_file():
+        raise BiounetError(
+            f"{path}: not found; --resume takes a run folder written by biounet train"
+        )
+    cfg = RunConfig.load_yaml(path)
+    if a.epochs:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=a.epochs))
+    return cfg
+
+
 def cmd_train(a: argparse.Namespace) -> int:
+    from biounet.dist import Dist, destroy_process_group, init_process_group
     from biounet.train import fit
 
     if a.pipeline == "fundus":
+        if a.resume:
+            raise BiounetError("--resume: not available with --pipeline fundus")
         return train_fundus(a)
-    cfg = build_run_config(a)
-    out = fit(cfg, a.out)
-    print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, config.yaml)")
+    if a.resume:
+        cfg, out = resume_config(a), a.resume
+    elif a.data is None or a.out is None:
+        raise BiounetError("train needs --data and --out (or --resume RUN_DIR)")
+    else:
+        cfg, out = build_run_config(a), a.out
+    # torchrun's variables are read here and nowhere else; the rest of biounet gets a Dist
+    dist = Dist.from_env(os.environ)
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    init_process_group(dist)
+    try:
+        out = fit(cfg, out, dist, resume=a.resume is not None)
+    finally:
+        destroy_process_group(dist)
+    if dist.is_main:
+        print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, report.html, ...)")
     return 0
 
 
@@ -147,7 +195,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         invert_masks=a.invert_masks or (),
     )
     print(format_summary(s))
-    print(f"wrote {a.out}/per_image.csv and {a.out}/summary.json")
+    print(f"wrote {a.out}/per_image.csv, summary.json and report.html")
     return 0
 
 
@@ -187,11 +235,23 @@ def cmd_predict(a: argparse.Namespace) -> int:
         tta=a.tta,
         postprocess=not a.no_postprocess,
         fit_ellipse=a.ellipse,
+        input_kind=a.input,
+        backend=a.backend,
+        fast=not a.no_fast,
+        uncertainty=a.uncertainty,
     )
     print(f"{len(done)} image(s) written to {a.out}")
     for e in errors:
         print(f"biounet: skipped: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from biounet.export import export_checkpoint
+
+    for path in export_checkpoint(a.checkpoint, a.out, a.format):
+        print(f"wrote {path}")
+    return 0
 
 
 def cmd_model_info(a: argparse.Namespace) -> int:
@@ -209,6 +269,21 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from biounet.demo import run_demo
 
     run_demo(Path(a.out), minutes=a.minutes, seed=a.seed)
+    return 0
+
+
+def cmd_export_dataset(a: argparse.Namespace) -> int:
+    from biounet.data.nnunet import folder_to_nnunet
+
+    path = folder_to_nnunet(a.data, a.out, a.dataset_id, a.name, a.labels or ())
+    print(f"nnU-Net v2 raw dataset: {path}")
+    return 0
+
+
+def cmd_import_dataset(a: argparse.Namespace) -> int:
+    from biounet.data.nnunet import nnunet_to_folder
+
+    print(f"biounet dataset folder: {nnunet_to_folder(a.data, a.out)}")
     return 0
 
 
@@ -232,20 +307,44 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with biounet's one-line error format (usage stays in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"biounet: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="biounet", description="U-Net segmentation for biomedical images"
-    )
+    ap = Parser(prog="biounet", description="U-Net segmentation for biomedical images")
     ap.add_argument("--version", action="version", version=f"biounet {__version__}")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a U-Net on a dataset folder")
-    t.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
-    t.add_argument("--out", type=Path, required=True, help="run folder to write")
+    t.add_argument("--data", type=Path, help="folder with images/ and masks/ (required)")
+    t.add_argument("--out", type=Path, help="run folder to write (required)")
     t.add_argument(
-        "--preset", default="small", help="model preset: seed, paper, small, medium (default small)"
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last.pt (its config.yaml; --epochs may extend it)",
+    )
+    t.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels: repeat and resume bit for bit on the same machine",
+    )
+    t.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="torchrun on CUDA: batch-norm statistics over all processes",
+    )
+    t.add_argument(
+        "--preset",
+        default="small",
+        help="model preset: seed, paper, small, medium, attention_seed, unetpp_seed, "
+        "attention_small, unetpp_small (default small; see `biounet model-info`)",
     )
     t.add_argument(
         "--labels", type=csv_list, help="comma-separated labels, e.g. disc,cup (default: all)"
@@ -310,14 +409,63 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    p.add_argument(
+        "--input",
+        choices=["auto", "full", "crop"],
+        default="auto",
+        help="fundus pipeline: full photographs, disc-centred crops, or auto (default)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch", "ort"],
+        default="torch",
+        help="torch (default) or ort: ONNX Runtime, fp32 on the CPU (pip install 'biounet[onnx]')",
+    )
+    p.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="run the model as trained (default: batch norm folded, channels-last, bf16 weights)",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also <stem>_uncertainty.png (entropy of the flip-averaged probability) and "
+        "uncertainty.csv (per-image score: mean entropy around the predicted structures)",
+    )
     add_common(p)
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="write a checkpoint's model(s) as ONNX")
+    x.add_argument("--checkpoint", type=Path, required=True)
+    x.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="file to write (a fundus pipeline writes <stem>_locator.onnx and <stem>_roi.onnx)",
+    )
+    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("model-info", help="parameter count and architecture of a preset")
     m.add_argument("--preset", default="small")
     m.add_argument("--in-channels", type=positive_int)
     m.add_argument("--out-channels", type=positive_int)
     m.set_defaults(func=cmd_model_info)
+
+    xd = sub.add_parser("export-dataset", help="write a dataset folder as an nnU-Net v2 dataset")
+    xd.add_argument("--data", type=Path, required=True, help="biounet dataset folder")
+    xd.add_argument("--format", choices=["nnunet"], required=True)
+    xd.add_argument("--out", type=Path, required=True, help="writes OUT/DatasetXXX_NAME/")
+    xd.add_argument("--dataset-id", type=positive_int, default=1, help="1..999 (default 1)")
+    xd.add_argument("--name", default="Dataset", help="dataset name (default Dataset)")
+    xd.add_argument("--labels", type=csv_list, help="comma-separated labels (default: all)")
+    xd.set_defaults(func=cmd_export_dataset)
+
+    xi = sub.add_parser("import-dataset", help="write an nnU-Net v2 dataset as a dataset folder")
+    xi.add_argument("--data", type=Path, required=True, help="nnU-Net DatasetXXX_NAME folder")
+    xi.add_argument("--format", choices=["nnunet"], required=True)
+    xi.add_argument("--out", type=Path, required=True, help="biounet dataset folder to write")
+    xi.set_defaults(func=cmd_import_dataset)
 
     d = sub.add_parser("demo", help="generate synthetic fundus data, train, evaluate, predict")
     d.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -332,6 +480,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")
+    # tifffile logs each defect of a corrupt file; the one error line we print names the file
+    if not a.debug:
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         return a.func(a)
     except BiounetError as e:

@@ -19,10 +19,14 @@ from biounet.errors import BiounetError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a U-Net.
+    """Architecture of a U-Net or one of its family.
 
-    ``up_mode``: ``"transpose"`` (2x2 transposed conv, the paper) or ``"nearest_conv"`` (x2 nearest
-    upsampling then 3x3 conv + norm + ReLU, the article's code). ``norm``: ``"batch"`` or ``"none"``.
+    ``arch``: ``"unet"``, ``"unet_valid"`` (the paper's unpadded convs), ``"attention_unet"`` or
+    ``"unet_plus_plus"``. ``up_mode``: ``"transpose"`` (2x2 transposed conv, the paper) or
+    ``"nearest_conv"`` (x2 nearest upsampling then 3x3 conv + norm + ReLU, the article's code);
+    UNet++ also takes the parameter-free ``"nearest"`` and ``"bilinear"``. ``norm``: ``"batch"``
+    or ``"none"``. UNet++ only: ``deep_supervision`` puts a head on every top node X^{0,j};
+    ``prune_level`` = p in 1..depth runs only the sub-network up to X^{0,p} (0 = the whole net).
     """
 
     arch: str = "unet"
@@ -33,6 +37,8 @@ class ModelConfig:
     norm: str = "batch"
     up_mode: str = "transpose"
     bias: bool = False
+    deep_supervision: bool = False
+    prune_level: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation recipe. ``precision``: ``"auto"`` (bf16 autocast where the CPU/GPU has it), ``"bf16"``
-    or ``"fp32"``. ``lr_step``/``lr_gamma`` define StepLR; ``lr_step=0`` means a constant rate."""
+    or ``"fp32"``. ``lr_step``/``lr_gamma`` define StepLR; ``lr_step=0`` means a constant rate;
+    ``lr_schedule="cosine"`` decays cosine-wise to 1 % of ``lr`` over ``epochs`` instead.
+    ``deterministic``: deterministic kernels only (a resumed run then matches an uninterrupted one
+    bit for bit on the same machine and thread count). ``sync_bn``: batch-norm statistics over all
+    processes of a distributed run (CUDA only). ``compile``: ``torch.compile`` the model (needs a C++
+    compiler on CPU; the first steps are slow while it compiles)."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -64,6 +75,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_step: int = 0
     lr_gamma: float = 0.1
+    lr_schedule: str = "step"
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     seed: int = 0
@@ -71,6 +83,9 @@ class TrainConfig:
     channels_last: bool = True
     threshold: float = 0.5
     max_minutes: float = 0.0
+    deterministic: bool = False
+    sync_bn: bool = False
+    compile: bool = False
 
 
 @dataclass(frozen=True)

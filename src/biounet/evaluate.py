@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,12 @@ def evaluate_checkpoint(
     postprocess: bool = True,
     fit_ellipse: bool = False,
     article_size: int | None = None,
+    stems: Sequence[str] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Writes per_image.csv and summary.json into ``out_dir``; returns the summary.
+    """Writes per_image.csv, summary.json, cases/ (best, median, worst thumbnails) and, with
+    ``report``, report.html into ``out_dir``; returns the summary. ``stems``: only these images of
+    the split.
 
     Per image and label: Dice, IoU, BCE, precision, recall, HD95 and average surface distance (pixels)
     of the final masks at the mask's resolution. Also the article's own numbers ("article_metrics"):
@@ -49,6 +56,9 @@ def evaluate_checkpoint(
     if split is None:
         split = "test" if read_splits(root) else "all"
     samples = select_split(root, discover(root), split)
+    if stems is not None:
+        wanted = set(stems)
+        samples = [s for s in samples if s.stem in wanted]
     if not samples:
         raise BiounetError(f"{root}: split {split!r} is empty")
     resolve_labels(samples, pred.labels, root)
@@ -96,6 +106,11 @@ def evaluate_checkpoint(
     if "vcdr" in image_rows[0]:
         summary["vcdr"] = vcdr_summary(image_rows, root)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    from biounet.report import save_cases, write_evaluation_report
+
+    save_cases(out_dir, pred, samples, pred.labels, invert, rows)
+    if report:
+        write_evaluation_report(out_dir, summary, _train_config(pred), Path(checkpoint))
     return summary
 
 
@@ -218,3 +233,16 @@ def _to_square(p: np.ndarray, geo: Geometry) -> torch.Tensor:
         return sq
     mode = "area" if geo.side > geo.size else "bilinear"
     return F.interpolate(sq[None], size=(geo.size, geo.size), mode=mode)[0]
+
+
+class _CallableModule(types.ModuleType):
+    """``biounet.evaluate`` is this module once anything imports it (the import system sets the
+    package attribute), so the module itself answers the Python API's ``biounet.evaluate(...)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from biounet.api import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -14,6 +14,7 @@ from biounet.data.folder import list_images
 from biounet.data.io import IMAGE_EXTENSIONS, read_image, save_png
 from biounet.errors import BiounetError
 from biounet.predictor import Prediction, make_predictor
+from biounet.uncertainty import image_uncertainty
 from biounet.viz import overlay
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,25 @@ def predict_paths(
     tta: bool = False,
     postprocess: bool = True,
     fit_ellipse: bool = False,
+    input_kind: str = "auto",
+    backend: str = "torch",
+    fast: bool = True,
+    uncertainty: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
     segments a disc and a cup. Unreadable files are skipped and reported at the end.
+    ``backend``/``fast``: see ``biounet.predictor.make_predictor``. ``uncertainty``: also
+    ``<stem>_uncertainty.png`` and ``uncertainty.csv`` (see ``biounet.uncertainty``).
     Returns (images done, one error line per unreadable file)."""
-    pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
+    pred = make_predictor(
+        checkpoint, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
+    )
     paths = expand_inputs(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, errors, rows = [], [], []
+    unc_rows: list[dict[str, Any]] = []
     for path in paths:
         try:
             img = read_image(path)
@@ -65,6 +75,10 @@ def predict_paths(
             continue
         p = pred.predict(img)
         write_outputs(out_dir, path.stem, img, p, pred.labels)
+        if uncertainty:
+            umap, scores = image_uncertainty(pred, img, p)
+            save_png(out_dir / f"{path.stem}_uncertainty.png", umap)
+            unc_rows.append({"stem": path.stem, "file": str(path), **scores})
         if p.measures:
             rows.append(
                 {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
@@ -73,6 +87,8 @@ def predict_paths(
         log.debug("%s: done", path)
     if rows:
         write_measures(out_dir / "measures.csv", rows)
+    if unc_rows:
+        write_measures(out_dir / "uncertainty.csv", unc_rows)
     return done, errors
 
 

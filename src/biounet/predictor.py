@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any
+from biounet.errors import BiounetError
+from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
+
+BACKENDS = ("torch", "ort")
 
 
 @dataclass
@@ -24,13 +30,21 @@ class Prediction:
 
 
 class ModelPredictor:
-    """A single U-Net checkpoint on whole images."""
+    """A single U-Net checkpoint on whole images. ``backend``/``fast``: see ``runnable``."""
 
-    def __init__(self, ck: Checkpoint, precision: str = "auto", threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        ck: Checkpoint,
+        precision: str = "auto",
+        threshold: float = 0.5,
+        backend: str = "torch",
+        fast: bool = True,
+    ) -> None:
         self.ck = ck
-        self.device = pick_device()
-        self.precision = resolve_precision(precision, self.device)
-        self.model = ck.build().to(self.device)
+        self.device, self.precision = backend_device_precision(backend, precision)
+        self.model = runnable(
+            ck, ck.build().to(self.device), self.device, self.precision, backend, fast
+        )
         self.labels = ck.labels
         self.threshold = threshold
 
@@ -53,11 +67,24 @@ class FundusPipelinePredictor:
         tta: bool = False,
         postprocess: bool = True,
         fit_ellipse: bool = False,
+        input_kind: str = "auto",
+        backend: str = "torch",
+        fast: bool = True,
     ) -> None:
         from biounet.fundus.pipeline import FundusPredictor
 
-        self.inner = FundusPredictor(ck, precision, tta, postprocess, fit_ellipse, threshold)
+        self.inner = inner = FundusPredictor(
+            ck, precision, tta, postprocess, fit_ellipse, threshold, input_kind
+        )
         self.labels = self.inner.labels
+        inner.device, inner.precision = backend_device_precision(backend, precision)
+        run = lambda c, m: runnable(c, m, inner.device, inner.precision, backend, fast)  # noqa: E731
+        inner.locators = [
+            run(lo, m) for (lo, _), m in zip(inner.members, inner.locators, strict=True)
+        ]
+        inner.roi_models = [
+            run(ro, m) for (_, ro), m in zip(inner.members, inner.roi_models, strict=True)
+        ]
 
     def predict(self, img: np.ndarray) -> Prediction:
         r = self.inner.predict(img)
@@ -76,6 +103,31 @@ def fundus_measures(masks: dict[str, np.ndarray]) -> dict[str, Any]:
     return clinical_measures(masks["disc"], masks["cup"])
 
 
+def backend_device_precision(backend: str, precision: str) -> tuple[torch.device, str]:
+    """Where and in what precision ``backend`` runs: ONNX Runtime runs fp32 on the CPU."""
+    if backend not in BACKENDS:
+        raise BiounetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        device = pick_device()
+        return device, resolve_precision(precision, device)
+    if precision == "bf16":
+        raise BiounetError("--precision bf16 is not available with --backend ort (it runs fp32)")
+    return torch.device("cpu"), "fp32"
+
+
+def runnable(
+    ck: Checkpoint, model: nn.Module, device: torch.device, precision: str, backend: str, fast: bool
+) -> nn.Module | Any:
+    """What predict runs for ``ck``: with ``backend="ort"`` the model exported to ONNX Runtime;
+    else ``model`` prepared for inference when ``fast`` (batch norm folded, channels-last, bf16
+    weights where ``precision`` is bf16: same outputs within bf16 rounding), or as it is."""
+    if backend == "ort":
+        from biounet.export import ort_model
+
+        return ort_model(ck)
+    return prepare_for_inference(model, precision, device=device) if fast else model
+
+
 def make_predictor(
     path: Path,
     precision: str = "auto",
@@ -83,8 +135,16 @@ def make_predictor(
     tta: bool = False,
     postprocess: bool = True,
     fit_ellipse: bool = False,
+    input_kind: str = "auto",
+    backend: str = "torch",
+    fast: bool = True,
 ) -> ModelPredictor | FundusPipelinePredictor:
+    """``input_kind`` (fundus pipeline only): "auto", "full" photograph or disc-centred "crop".
+    ``backend``: "torch" or "ort" (ONNX Runtime, fp32, CPU); ``fast=False`` runs the model as
+    trained (no batch-norm folding, fp32 weights)."""
     ck = load_any(path)
     if isinstance(ck, PipelineCheckpoint):
-        return FundusPipelinePredictor(ck, precision, threshold, tta, postprocess, fit_ellipse)
-    return ModelPredictor(ck, precision, threshold)
+        return FundusPipelinePredictor(
+            ck, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
+        )
+    return ModelPredictor(ck, precision, threshold, backend, fast)

@@ -23,11 +23,22 @@ from biounet.data.dataset import ArrayDataset, load_arrays
 from biounet.data.folder import Sample, discover, read_splits, resolve_labels, select_split
 from biounet.data.io import read_image
 from biounet.data.transforms import AugmentParams, augment_batch, normalize
+from biounet.dist import (
+    SINGLE,
+    Dist,
+    broadcast_flag,
+    check_batch_size,
+    epoch_order,
+    mean_over_ranks,
+    rank_slice,
+    wrap_model,
+)
 from biounet.errors import BiounetError
 from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
 from biounet.losses import bce_dice_loss
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
+from biounet.train_state import TrainState, capture, check_free_space, checkpoint_bytes, restore
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +95,25 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     return Prepared(load(tr_s), load(val_s), labels, channels)
 
 
-def array_batches(data: ArrayDataset, cfg: RunConfig, gen: torch.Generator) -> Iterator[Batch]:
-    """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches."""
+def array_batches(
+    data: ArrayDataset, cfg: RunConfig, gen: torch.Generator, dist: Dist = SINGLE
+) -> Iterator[Batch]:
+    """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
+    Distributed: every rank draws and augments the same global batch and keeps its own slice."""
     n, bs = len(data), cfg.train.batch_size
     order = torch.randperm(n, generator=gen)
     if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
         order = order[:-1]
+    order = epoch_order(order, dist)
     aug = AugmentParams() if cfg.data.augment else None
     for i in range(0, len(order), bs):
         idx = order[i : i + bs]
         img, mask = data.images[idx], data.masks[idx]
         if aug is not None:
-            yield augment_batch(img, mask, aug, gen)
+            x, y = augment_batch(img, mask, aug, gen)
         else:
-            yield img.float() / 255.0, mask.float()
+            x, y = img.float() / 255.0, mask.float()
+        yield rank_slice(x, dist), rank_slice(y, dist)
 
 
 def train_one_epoch(
@@ -109,12 +125,20 @@ def train_one_epoch(
     device: torch.device,
     precision: str,
     desc: str,
+    show_progress: bool = True,
 ) -> float:
     """One pass over ``batches`` of (x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}); returns the
     mean training loss per image."""
     model.train()
     total, count, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, unit="batch", disable=None)
+    bar = tqdm(
+        batches,
+        total=n_batches,
+        desc=desc,
+        leave=False,
+        unit="batch",
+        disable=None if show_progress else True,
+    )
     for b, (x, y) in enumerate(bar):
         x = normalize(x).to(device)
         y = y.to(device)
@@ -176,24 +200,56 @@ def validate(
     return out
 
 
-def fit(cfg: RunConfig, out_dir: Path) -> Path:
-    """Train per ``cfg``; writes config.yaml, metrics.csv, curves.png, best.pt, last.pt into ``out_dir``."""
+def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False) -> Path:
+    """Train per ``cfg``; writes config.yaml, metrics.csv, curves.png, best.pt, last.pt into ``out_dir``
+    (rank 0 only). ``resume``: continue from ``out_dir/last.pt`` (see biounet.train_state)."""
+    check_batch_size(cfg.train.batch_size, dist)
+    set_deterministic(cfg.train.deterministic)
     gen = seed_everything(cfg.train.seed)
     data = prepare_data(cfg)  # data errors surface before anything is written
-    out_dir = make_run_dir(out_dir)
     cfg = with_data_facts(cfg, data.labels, data.in_channels)
-    cfg.save_yaml(out_dir / "config.yaml")
+    if dist.is_main:
+        out_dir = make_run_dir(out_dir)
+        cfg.save_yaml(out_dir / "config.yaml")
     n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
     log.info("%d train / %d val images; labels %s", len(data.train), len(data.val), data.labels)
     train_loop(
         cfg,
-        lambda: array_batches(data.train, cfg, gen),
+        lambda: array_batches(data.train, cfg, gen, dist),
         n_batches,
         data.val,
-        out_dir,
+        Path(out_dir),
         preprocess_spec(cfg.data.image_size, data.in_channels),
+        gen=gen,
+        dist=dist,
+        resume=resume,
     )
-    return out_dir
+    if dist.is_main:  # report.html: validation images scored by best.pt, curves, config
+        from biounet.report import write_run_report
+
+        write_run_report(Path(out_dir), cfg)
+    return Path(out_dir)
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels (and no cuDNN autotuning) for bit-exact repeat and resume."""
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: RunConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """StepLR(lr_step, lr_gamma) when lr_step > 0; cosine decay to 1 % of lr over the epochs with
+    ``lr_schedule="cosine"``; else a constant rate."""
+    if cfg.train.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, cfg.train.epochs, eta_min=cfg.train.lr * 0.01
+        )
+    if cfg.train.lr_step > 0:
+        return torch.optim.lr_scheduler.StepLR(opt, cfg.train.lr_step, cfg.train.lr_gamma)
+    return None
 
 
 def make_run_dir(out_dir: Path) -> Path:
@@ -223,15 +279,20 @@ def train_loop(
     out_dir: Path,
     preprocess: dict,
     extra: dict | None = None,
+    gen: torch.Generator | None = None,
+    dist: Dist = SINGLE,
+    resume: bool = False,
 ) -> nn.Module:
     """Epochs of training and validation; best epoch by mean validation Dice. Writes metrics.csv,
-    last.pt, best.pt (each epoch) and curves.png into ``out_dir``; returns the trained model."""
-    device = pick_device()
+    best.pt, last.pt (each epoch) and curves.png into ``out_dir`` (rank 0 only; it alone validates);
+    returns the trained model. ``gen``: the data-order generator, saved in last.pt for ``resume``."""
+    device = dist.device() if dist.enabled else pick_device()
     precision = resolve_precision(cfg.train.precision, device)
-    labels = cfg.data.labels
     model = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:  # in place: state_dict keys, hence checkpoints, stay the same
+        model.compile()
     log.info(
         "model %s: %s parameters; %s on %s",
         cfg.preset,
@@ -240,57 +301,87 @@ def train_loop(
         device,
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    sched = (
-        torch.optim.lr_scheduler.StepLR(opt, cfg.train.lr_step, cfg.train.lr_gamma)
-        if cfg.train.lr_step > 0
-        else None
-    )
-    rows: list[dict[str, float]] = []
-    best, t_start = -math.inf, time.perf_counter()
-    for epoch in range(1, cfg.train.epochs + 1):
+    sched = make_scheduler(opt, cfg)
+    state = TrainState()
+    if resume:
+        state = restore(out_dir / "last.pt", model, opt, sched, gen)
+        log.info("resuming %s after epoch %d", out_dir, state.epoch)
+    elif dist.is_main:
+        check_free_space(out_dir, checkpoint_bytes(model))
+    net = wrap_model(model, dist, cfg.train.sync_bn, device)
+    t_start = time.perf_counter() - state.elapsed
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        train_loss = train_one_epoch(
-            model,
-            make_batches(),
-            n_batches,
-            opt,
-            cfg,
-            device,
-            precision,
-            f"epoch {epoch}/{cfg.train.epochs}",
+        desc = f"epoch {epoch}/{cfg.train.epochs}"
+        loss = train_one_epoch(
+            net, make_batches(), n_batches, opt, cfg, device, precision, desc, dist.is_main
         )
+        loss = mean_over_ranks(loss, dist)
         if sched is not None:
             sched.step()
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            **validate(model, val, cfg, labels, device, precision),
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-        }
-        rows.append(row)
-        write_metrics_csv(out_dir / "metrics.csv", rows)
-        info = {**(extra or {}), "epoch": epoch, "metrics": row, "run_config": cfg.to_dict()}
-        save_checkpoint(out_dir / "last.pt", model, cfg.model, labels, preprocess, info)
-        if row["val_dice_mean"] > best:
-            best = row["val_dice_mean"]
-            save_checkpoint(out_dir / "best.pt", model, cfg.model, labels, preprocess, info)
-        log.info(
-            "epoch %d: train loss %.4f, val loss %.4f, val dice %s, %.1fs",
-            epoch,
-            train_loss,
-            row["val_loss"],
-            " ".join(f"{lb}={row[f'val_dice_{lb}']:.4f}" for lb in labels),
-            row["seconds"],
-        )
-        if cfg.train.max_minutes and time.perf_counter() - t_start > cfg.train.max_minutes * 60:
-            log.info("time budget of %.1f min reached after epoch %d", cfg.train.max_minutes, epoch)
+        stop = False
+        if dist.is_main:
+            row = {
+                "epoch": epoch,
+                "train_loss": loss,
+                **validate(model, val, cfg, cfg.data.labels, device, precision),
+                "lr": lr,
+                "seconds": time.perf_counter() - t0,
+            }
+            state = TrainState(epoch, state.best, [*state.rows, row], time.perf_counter() - t_start)
+            save_epoch(cfg, model, state, out_dir, preprocess, extra, opt, sched, gen)
+            stop = bool(cfg.train.max_minutes) and state.elapsed > cfg.train.max_minutes * 60
+            if stop:
+                log.info(
+                    "time budget of %.1f min reached after epoch %d", cfg.train.max_minutes, epoch
+                )
+        if broadcast_flag(stop, dist):
             break
-    from biounet.viz import plot_curves
+    if dist.is_main and state.rows:
+        from biounet.viz import plot_curves
 
-    plot_curves(rows, labels, out_dir / "curves.png")
+        plot_curves(state.rows, cfg.data.labels, out_dir / "curves.png")
     return model
+
+
+def save_epoch(
+    cfg: RunConfig,
+    model: nn.Module,
+    state: TrainState,
+    out_dir: Path,
+    preprocess: dict,
+    extra: dict | None,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    gen: torch.Generator | None,
+) -> None:
+    """metrics.csv, best.pt (if this epoch is the best) and last.pt; updates ``state.best``.
+    last.pt is written last: it is the commit point a resumed run starts from, so a kill between the
+    files repeats the epoch rather than skipping a best.pt."""
+    row, labels = state.rows[-1], cfg.data.labels
+    write_metrics_csv(out_dir / "metrics.csv", state.rows)
+    info = {**(extra or {}), "epoch": state.epoch, "metrics": row, "run_config": cfg.to_dict()}
+    if row["val_dice_mean"] > state.best:
+        state.best = row["val_dice_mean"]
+        save_checkpoint(out_dir / "best.pt", model, cfg.model, labels, preprocess, info)
+    train_state = capture(state, opt, sched, gen)
+    save_checkpoint(
+        out_dir / "last.pt",
+        model,
+        cfg.model,
+        labels,
+        preprocess,
+        {**info, "train_state": train_state},
+    )
+    log.info(
+        "epoch %d: train loss %.4f, val loss %.4f, val dice %s, %.1fs",
+        state.epoch,
+        row["train_loss"],
+        row["val_loss"],
+        " ".join(f"{lb}={row[f'val_dice_{lb}']:.4f}" for lb in labels),
+        row["seconds"],
+    )
 
 
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:

@@ -75,3 +75,53 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def contour_thumbnail(
+    image: np.ndarray,
+    truth: dict[str, np.ndarray],
+    pred: dict[str, np.ndarray],
+    side: int = 256,
+    zoom: bool = True,
+) -> np.ndarray:
+    """(H, W, C) uint8 image, ground-truth and predicted {label: (H, W) bool} -> (h, w, 3) uint8 with
+    max(h, w) == ``side``: predictions outlined solid in their label colours, ground truth dashed
+    white-black-gap on top (a coinciding prediction shows in the gaps). With ``zoom``, structures
+    that are small in the image (an optic disc in a fundus photo) are shown on a square crop twice
+    their extent."""
+    from PIL import Image
+
+    img = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    union = np.zeros(img.shape[:2], dtype=bool)
+    for m in [*truth.values(), *pred.values()]:
+        union |= m.astype(bool)
+    r0, r1, c0, c1 = 0, img.shape[0], 0, img.shape[1]
+    if zoom and union.any():
+        rows, cols = np.flatnonzero(union.any(1)), np.flatnonzero(union.any(0))
+        half = max(rows[-1] - rows[0], cols[-1] - cols[0], 16)
+        if 2 * half < 0.8 * max(img.shape[:2]):
+            cy, cx = (rows[0] + rows[-1]) // 2, (cols[0] + cols[-1]) // 2
+            r0, r1 = max(0, cy - half), min(img.shape[0], cy + half + 1)
+            c0, c1 = max(0, cx - half), min(img.shape[1], cx + half + 1)
+    h, w = r1 - r0, c1 - c0
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def resized(m: np.ndarray) -> np.ndarray:
+        crop = m[r0:r1, c0:c1].astype(np.uint8) * 255
+        return np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.NEAREST)) > 0
+
+    out = np.array(Image.fromarray(img[r0:r1, c0:c1]).resize(size, Image.Resampling.BILINEAR))
+    width = max(1, side // 128)
+    colours = label_colours(list(pred))
+    for lb, m in pred.items():
+        out[outline(resized(m), width)] = colours[lb]
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    phase = (
+        yy // 3 + xx // 3
+    ) % 3  # white, black, gap: a prediction on the same pixels shows through
+    for m in truth.values():
+        edge = outline(resized(m), width)
+        out[edge & (phase == 0)] = 255
+        out[edge & (phase == 1)] = 0
+    return out

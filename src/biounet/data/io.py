@@ -23,7 +23,13 @@ MAX_PIXELS = 200_000_000  # refuse decompression bombs, with a clear message
 def read_image(path: Path) -> np.ndarray:
     """(H, W, C) uint8 with C = 1 (grey) or 3 (RGB). Raises BiounetError naming the file."""
     path = Path(path)
-    arr = _read_array(path)
+    return image_from_array(_read_array(path), path)
+
+
+def image_from_array(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """Any (H, W) or (H, W, C) numeric array, C in 1..4 -> (H, W, C) uint8 with C = 1 or 3, exactly as
+    ``read_image`` prepares a file holding it (alpha dropped, non-8-bit data percentile-scaled)."""
+    arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
@@ -112,9 +118,13 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
-            n = int(np.prod(page.shape))
-            if n > MAX_PIXELS * 4:
-                raise BiounetError(f"{path}: image too large ({page.shape})")
+            # checked on the header, before any pixel is decoded (a 400-byte file can claim 20000 x 20000)
+            n = int(page.imagelength) * int(page.imagewidth) * max(1, int(page.imagedepth))
+            if n > MAX_PIXELS:
+                raise BiounetError(
+                    f"{path}: image too large ({page.imagewidth} x {page.imagelength} pixels; "
+                    f"the limit is {MAX_PIXELS:,})"
+                )
             arr = np.asarray(page.asarray())
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # stored channels-first

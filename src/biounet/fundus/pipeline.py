@@ -51,6 +51,7 @@ class FundusConfig:
     roi_epochs: int = 120
     batch_size: int = 8
     lr: float = 2e-3
+    lr_schedule: str = "cosine"
     seed: int = 0
     val_fraction: float = 0.2
     precision: str = "auto"
@@ -62,7 +63,13 @@ class FundusConfig:
 
 def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     common = {"root": fc.data_root, "val_fraction": fc.val_fraction, "train_split": fc.train_split}
-    train = {"batch_size": fc.batch_size, "lr": fc.lr, "seed": fc.seed, "precision": fc.precision}
+    train = {
+        "batch_size": fc.batch_size,
+        "lr": fc.lr,
+        "seed": fc.seed,
+        "precision": fc.precision,
+        "lr_schedule": fc.lr_schedule,
+    }
     loc = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.locator_size, **common),
         model=preset(fc.locator_preset, in_channels=0),
@@ -127,7 +134,13 @@ class FundusResult:
 
 class FundusPredictor:
     """Runs a fundus pipeline checkpoint on (H, W, C) uint8 images of any size: full photographs or
-    disc-centred crops (the locator finds the disc in both)."""
+    disc-centred crops. A checkpoint with several members (parts ``locator``/``roi``, ``locator_1``/
+    ``roi_1``, ...; see ``save_ensemble``) averages their probabilities.
+
+    ``input_kind``: "auto" (the locator finds the disc; a disc larger than a quarter of the image
+    marks the input as a crop), "full" (same, without the note) or "crop" (the image is taken as
+    centred on the disc; the first ROI is the whole image). In every case the ROI is re-centred once on
+    the disc the ROI model itself found when that moves it noticeably."""
 
     def __init__(
         self,
@@ -137,55 +150,69 @@ class FundusPredictor:
         postprocess: bool = True,
         fit_ellipse: bool = False,
         threshold: float = 0.5,
+        input_kind: str = "auto",
     ) -> None:
         self.device = pick_device()
         self.precision = resolve_precision(precision, self.device)
-        self.loc, self.roi = ck.parts["locator"], ck.parts["roi"]
-        self.locator = self.loc.build().to(self.device)
-        self.roi_model = self.roi.build().to(self.device)
+        names = sorted(k for k in ck.parts if k.startswith("roi"))
+        self.members = [(ck.parts[n.replace("roi", "locator")], ck.parts[n]) for n in names]
+        self.loc, self.roi = self.members[0]
+        self.locators = [lo.build().to(self.device) for lo, _ in self.members]
+        self.roi_models = [ro.build().to(self.device) for _, ro in self.members]
         self.labels = self.roi.labels
         self.roi_scale = float(self.roi.preprocess.get("roi_scale", 2.0))
         self.roi_size = int(self.roi.preprocess["image_size"])
-        self.tta, self.postprocess, self.fit_ellipse, self.threshold = (
-            tta,
-            postprocess,
-            fit_ellipse,
-            threshold,
-        )
+        self.tta, self.postprocess, self.fit_ellipse = tta, postprocess, fit_ellipse
+        self.threshold, self.input_kind = threshold, input_kind
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
         h, w = img.shape[:2]
-        probs = next(
-            predict_images(self.locator, [img], self.loc.preprocess, self.device, self.precision, 1)
-        )
-        prob = probs[self.loc.labels.index("disc")]
-        roi = disc_roi(prob > 0.5, self.roi_scale)
-        if roi is not None:
-            return roi, []
-        roi = disc_roi(prob > 0.2, self.roi_scale)
-        if roi is not None:
-            return roi, ["disc_low_confidence"]
-        return Roi(h / 2, w / 2, float(min(h, w))), ["disc_not_found"]
+        probs = [
+            next(predict_images(m, [img], lo.preprocess, self.device, self.precision, 1))[
+                lo.labels.index("disc")
+            ]
+            for m, (lo, _) in zip(self.locators, self.members, strict=True)
+        ]
+        prob = np.mean(probs, axis=0)
+        for thr, flags in ((0.5, []), (0.2, ["disc_low_confidence"])):
+            roi = disc_roi(prob > thr, self.roi_scale)
+            if roi is not None:
+                return roi, flags
+        return self.crop_roi(img), ["disc_not_found"]
+
+    def crop_roi(self, img: np.ndarray) -> Roi:
+        h, w = img.shape[:2]
+        return Roi((h - 1) / 2, (w - 1) / 2, float(max(h, w)))
 
     def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
-        """(L, R, R) probabilities on the crop; with TTA the mean over identity and 3 flips."""
+        """(L, R, R) probabilities on the crop: mean over members (and over flips with TTA)."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
         crop = crop_rois(x, roi_theta([roi], [img.shape[:2]]), self.roi_size)  # (1, C, R, R)
-        if not self.tta:
-            return forward_probs(self.roi_model, crop, self.device, self.precision)[0]
-        flips = [(), (-1,), (-2,), (-2, -1)]
+        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         batch = torch.cat([crop.flip(f) if f else crop for f in flips])
-        probs = forward_probs(self.roi_model, batch, self.device, self.precision)
-        return torch.stack([p.flip(f) if f else p for p, f in zip(probs, flips, strict=True)]).mean(
-            0
-        )
+        out = []
+        for m in self.roi_models:
+            probs = forward_probs(m, batch, self.device, self.precision)
+            out.extend(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True))
+        return torch.stack(out).mean(0)
 
     def predict(self, img: np.ndarray) -> FundusResult:
         from biounet.data.transforms import match_channels
 
         img = match_channels(img, int(self.roi.preprocess["in_channels"]))
-        roi, flags = self.locate(img)
-        prob = paste_roi(self.roi_probs(img, roi), roi, img.shape[0], img.shape[1])
+        h, w = img.shape[:2]
+        if self.input_kind == "crop":
+            roi, flags = self.crop_roi(img), ["input_crop"]
+        else:
+            roi, flags = self.locate(img)
+            if self.input_kind == "auto" and roi.side / self.roi_scale > 0.25 * min(h, w):
+                flags.append("input_crop")
+        d = self.labels.index("disc")
+        prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+        new = disc_roi(prob[d] > self.threshold, self.roi_scale)
+        if new is not None and _moved(roi, new):
+            roi = new
+            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
         if self.postprocess and "disc" in masks and "cup" in masks:
             from biounet.fundus.postprocess import clean_disc_cup
@@ -196,3 +223,28 @@ class FundusPredictor:
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
         return FundusResult(prob, masks, roi, flags)
+
+
+def _moved(a: Roi, b: Roi) -> bool:
+    """True when ROI b is centred more than 10 % of a's side away from a, or sized outside 0.8-1.25 x."""
+    shift = max(abs(a.cy - b.cy), abs(a.cx - b.cx)) / a.side
+    return shift > 0.1 or not 0.8 <= b.side / a.side <= 1.25
+
+
+def save_ensemble(members: list[Path], out: Path) -> Path:
+    """Bundle several fundus.pt files (e.g. the cross-validation folds) into one ensemble file."""
+    from biounet.checkpoint import read_payload
+
+    parts, settings = {}, []
+    for i, path in enumerate(members):
+        payload = read_payload(path)
+        suffix = "" if i == 0 else f"_{i}"
+        parts[f"locator{suffix}"] = payload["parts"]["locator"]
+        parts[f"roi{suffix}"] = payload["parts"]["roi"]
+        settings.append(payload.get("settings", {}))
+    from biounet.checkpoint import save_pipeline_payload
+
+    save_pipeline_payload(
+        out, parts, {"ensemble_of": [str(p) for p in members], "members": settings}
+    )
+    return out

@@ -8,7 +8,10 @@ from torch import nn
 
 from biounet.config import ModelConfig
 from biounet.errors import BiounetError
+from biounet.models.attention_unet import AttentionUNet
 from biounet.models.unet import UNet
+from biounet.models.unet_plus_plus import UNetPlusPlus
+from biounet.models.unet_valid import UNetValid
 
 # name -> architecture. Why these widths: see README ("Models").
 PRESETS: dict[str, ModelConfig] = {
@@ -37,9 +40,56 @@ PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(base_width=16, depth=4, norm="batch", up_mode="transpose", bias=False),
     # Middle size: widths 32..512, 7.8M parameters.
     "medium": ModelConfig(base_width=32, depth=4, norm="batch", up_mode="transpose", bias=False),
+    # The article's Attention U-Net: "seed" + an attention gate per skip (1x1 convs + BN to F_l/2
+    # channels): 34,878,638 parameters, as in the article.
+    "attention_seed": ModelConfig(
+        arch="attention_unet",
+        in_channels=3,
+        out_channels=2,
+        base_width=64,
+        depth=4,
+        norm="batch",
+        up_mode="nearest_conv",
+        bias=True,
+    ),
+    # The article's UNet++: nested DoubleConv nodes, parameter-free bilinear upsampling, one head:
+    # 36,629,698 parameters, as in the article (36,630,088 with deep supervision's 4 heads).
+    "unetpp_seed": ModelConfig(
+        arch="unet_plus_plus",
+        in_channels=3,
+        out_channels=2,
+        base_width=64,
+        depth=4,
+        norm="batch",
+        up_mode="bilinear",
+        bias=True,
+    ),
+    # The paper's U-Net as published: unpadded convs, 572 -> 388; same weights as "paper".
+    "paper_valid": ModelConfig(
+        arch="unet_valid",
+        in_channels=1,
+        out_channels=2,
+        base_width=64,
+        depth=4,
+        norm="none",
+        up_mode="transpose",
+        bias=True,
+    ),
+    # CPU sizes of the family, widths 16..256 like "small".
+    "attention_small": ModelConfig(
+        arch="attention_unet", base_width=16, depth=4, norm="batch", up_mode="transpose"
+    ),
+    "unetpp_small": ModelConfig(
+        arch="unet_plus_plus", base_width=16, depth=4, norm="batch", up_mode="bilinear"
+    ),
 }
 
-ARCHS: dict[str, type[nn.Module]] = {"unet": UNet}
+ARCHS: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "unet_valid": UNetValid,
+    "attention_unet": AttentionUNet,
+    "unet_plus_plus": UNetPlusPlus,
+}
 
 
 def preset(name: str, **overrides: object) -> ModelConfig:

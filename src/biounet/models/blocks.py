@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def conv_norm_relu(
-    c_in: int, c_out: int, norm: str, bias: bool, kernel: int = 3
+    c_in: int, c_out: int, norm: str, bias: bool, kernel: int = 3, valid: bool = False
 ) -> list[nn.Module]:
-    """A padded ``kernel`` x ``kernel`` conv, optional batch norm, ReLU. (B, c_in, H, W) -> (B, c_out, H, W)."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)]
+    """A ``kernel`` x ``kernel`` conv, optional batch norm, ReLU. (B, c_in, H, W) -> (B, c_out, H, W),
+    or (B, c_out, H - kernel + 1, W - kernel + 1) with ``valid=True`` (unpadded, as in the paper)."""
+    pad = 0 if valid else kernel // 2
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=bias)]
     if norm == "batch":
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.ReLU(inplace=True))
@@ -18,19 +21,26 @@ def conv_norm_relu(
 
 
 class DoubleConv(nn.Sequential):
-    """(conv 3x3 -> [BN] -> ReLU) x 2. (B, c_in, H, W) -> (B, c_out, H, W)."""
+    """(conv 3x3 -> [BN] -> ReLU) x 2. (B, c_in, H, W) -> (B, c_out, H, W), or
+    (B, c_out, H - 4, W - 4) with ``valid=True``."""
 
-    def __init__(self, c_in: int, c_out: int, norm: str = "batch", bias: bool = False) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, norm: str = "batch", bias: bool = False, valid: bool = False
+    ) -> None:
         super().__init__(
-            *conv_norm_relu(c_in, c_out, norm, bias), *conv_norm_relu(c_out, c_out, norm, bias)
+            *conv_norm_relu(c_in, c_out, norm, bias, valid=valid),
+            *conv_norm_relu(c_out, c_out, norm, bias, valid=valid),
         )
 
 
 class Down(nn.Sequential):
-    """2x2 max-pool then DoubleConv. (B, c_in, H, W) -> (B, c_out, H/2, W/2)."""
+    """2x2 max-pool then DoubleConv. (B, c_in, H, W) -> (B, c_out, H/2, W/2), or
+    (B, c_out, H/2 - 4, W/2 - 4) with ``valid=True``."""
 
-    def __init__(self, c_in: int, c_out: int, norm: str = "batch", bias: bool = False) -> None:
-        super().__init__(nn.MaxPool2d(2), DoubleConv(c_in, c_out, norm, bias))
+    def __init__(
+        self, c_in: int, c_out: int, norm: str = "batch", bias: bool = False, valid: bool = False
+    ) -> None:
+        super().__init__(nn.MaxPool2d(2), DoubleConv(c_in, c_out, norm, bias, valid))
 
 
 class UpSample(nn.Module):
@@ -79,3 +89,10 @@ class OutConv(nn.Conv2d):
 
     def __init__(self, c_in: int, n_classes: int) -> None:
         super().__init__(c_in, n_classes, kernel_size=1)
+
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Zero-pad the bottom and right of (B, C, H, W) so H and W are multiples of ``m``; the caller
+    crops the output back with ``[..., :H, :W]``."""
+    ph, pw = (-x.shape[-2]) % m, (-x.shape[-1]) % m
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x

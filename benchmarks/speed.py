@@ -1,0 +1,270 @@
+"""Training and inference speed of biounet's U-Net against MONAI's BasicUNet (same widths) and a plain
+eager fp32 PyTorch U-Net of the same shape, measured in one run on this machine.
+
+    python benchmarks/speed.py                 # CPU, the full tables (about 20 minutes on 2 cores)
+    python benchmarks/speed.py --device cuda   # the same on a GPU (a "cuda" section beside "cpu")
+    python benchmarks/speed.py --quick         # tiny sizes, one repetition: checks that it runs
+
+Each configuration (implementation x widths x input size x batch x train/infer) runs in its own
+subprocess (speed_worker.py), so its peak RSS is its own. biounet runs with its own settings
+(channels-last, bf16 autocast where the hardware has it, batch norm folded for inference); the peers
+run as their users run them (eager, fp32). Model FLOP utilisation (MFU) = conv FLOPs per second
+(x3 for a training step) / the bf16 or fp32 matmul peak measured in the same run. Writes
+<results-dir>/speed.json and speed.md (default benchmarks/results; --quick: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, RESULTS, git_commit, machine  # noqa: E402
+
+WORKER = Path(__file__).resolve().parent / "speed_worker.py"
+FUNDUS_VARIANTS = ("fast", "eager", "ort", "monai_swi")
+
+
+def settings(a: argparse.Namespace) -> dict[str, Any]:
+    if a.quick:
+        return {
+            "widths": {"classic": 8, "small": 4},
+            "sizes": [64],
+            "batches": [1, 2],
+            "reps": 1,
+            "warmup": 1,
+            "cap_s": 10.0,
+            "peak": {"seconds": 0.2, "sizes": [256]},
+        }
+    cuda = a.device == "cuda"
+    return {
+        "widths": {"classic": 64, "small": 16},
+        "sizes": [256, 512],
+        "batches": [1, 4],
+        "reps": a.reps or (20 if cuda else 5),
+        "warmup": 3 if cuda else 1,
+        "cap_s": 60.0,
+        "peak": {"seconds": 2.0, "sizes": [4096, 8192] if cuda else [2048, 4096]},
+    }
+
+
+def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The worker's RESULT dict, or {"error": ...} (a failed peer must not stop the run)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    try:
+        p = subprocess.run(
+            [sys.executable, str(WORKER), json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {p.returncode}: {tail}"}
+
+
+def has_module(name: str) -> bool:
+    p = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True)
+    return p.returncode == 0
+
+
+def model_rows(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> list[dict]:
+    rows = []
+    for wname, base in s["widths"].items():
+        for size in s["sizes"]:
+            for batch in s["batches"]:
+                for task in ("train", "infer"):
+                    row: dict[str, Any] = {
+                        "widths": wname,
+                        "size": size,
+                        "batch": batch,
+                        "task": task,
+                    }
+                    for impl in impls:
+                        spec = {
+                            "task": task,
+                            "impl": impl,
+                            "base": base,
+                            "size": size,
+                            "batch": batch,
+                            "device": a.device,
+                            "reps": s["reps"],
+                            "warmup": s["warmup"],
+                            "cap_s": s["cap_s"],
+                            "compile": a.compile and impl == "biounet",
+                        }
+                        row[impl] = run_worker(spec, a.timeout)
+                        print(
+                            f"{wname} {size} b{batch} {task:5s} {impl:8s} {brief(row[impl])}",
+                            flush=True,
+                        )
+                    rows.append(row)
+    return rows
+
+
+def checkpointing_row(a: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any]:
+    """biounet's classic widths, largest size and batch, training with activation checkpointing."""
+    size, batch = max(s["sizes"]), max(s["batches"])
+    spec = {
+        "task": "train",
+        "impl": "biounet",
+        "base": s["widths"]["classic"],
+        "size": size,
+        "batch": batch,
+        "device": a.device,
+        "reps": s["reps"],
+        "warmup": s["warmup"],
+        "cap_s": s["cap_s"],
+        "checkpointing": True,
+        "compile": a.compile,
+    }
+    r = run_worker(spec, a.timeout)
+    print(f"classic {size} b{batch} train biounet+checkpointing {brief(r)}", flush=True)
+    return {"widths": "classic", "size": size, "batch": batch, "task": "train", "biounet": r}
+
+
+def brief(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"ERROR {r['error']}"
+    if "img_s" in r:
+        return f"{r['img_s']:.2f} img/s, peak RSS {r['rss_mb']:.0f} MB"
+    return f"{r['seconds']:.3f} s, peak RSS {r['rss_mb']:.0f} MB"
+
+
+def add_derived(rows: list[dict], peak: dict[str, float], impls: list[str]) -> None:
+    """MFU of every measurement and the biounet/peer throughput ratios of every row."""
+    for row in rows:
+        for impl in impls:
+            r = row.get(impl, {})
+            if "img_s" in r:
+                flops = r["flops_fwd_per_img"] * (3 if row["task"] == "train" else 1) * r["img_s"]
+                r["mfu"] = flops / peak[f"{r['precision']}_flops"]
+                r["mfu_vs_bf16_peak"] = flops / peak["bf16_flops"]
+        for peer in impls[1:]:
+            b, p = row["biounet"], row.get(peer, {})
+            if "img_s" in b and "img_s" in p:
+                row[f"ratio_vs_{peer}"] = b["img_s"] / p["img_s"]
+
+
+def summarise(rows: list[dict], ckpt: dict, fundus: dict[str, dict], s: dict) -> dict[str, Any]:
+    def ratios(task: str, peer: str) -> list[float]:
+        return [
+            r[f"ratio_vs_{peer}"] for r in rows if r["task"] == task and f"ratio_vs_{peer}" in r
+        ]
+
+    size, batch = max(s["sizes"]), max(s["batches"])
+    big = next(
+        (
+            r
+            for r in rows
+            if (r["widths"], r["size"], r["batch"], r["task"]) == ("classic", size, batch, "train")
+        ),
+        {},
+    )
+    out: dict[str, Any] = {}
+    for task in ("train", "infer"):
+        for peer in ("monai", "plain"):
+            v = ratios(task, peer)
+            out[f"{task}_speedup_vs_{peer}"] = min(v) if v else None  # the smallest over configs
+    out["mfu_train"] = big.get("biounet", {}).get("mfu")
+    out[f"peak_rss_mb_train_classic_{size}_b{batch}"] = big.get("biounet", {}).get("rss_mb")
+    out[f"peak_rss_mb_train_classic_{size}_b{batch}_checkpointed"] = ckpt["biounet"].get("rss_mb")
+    for v, r in fundus.items():
+        key = "predict_fundus_s" if v == "fast" else f"predict_fundus_{v}_s"
+        out[key] = r.get("seconds")
+    return out
+
+
+def write(results_dir: Path, device: str, section: dict[str, Any]) -> Path:
+    """<results_dir>/speed.json keeps other devices' sections; the CPU summary is also top-level."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / "speed.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[device] = section
+    if device == "cpu":
+        data.update(section["summary"], commit=section["commit"], machine=section["machine"])
+    path.write_text(json.dumps(data, indent=1))
+    from speed_report import markdown
+
+    (results_dir / "speed.md").write_text(markdown(data))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke test)")
+    ap.add_argument(
+        "--reps", type=int, help="timed repetitions per configuration (default 5; cuda 20)"
+    )
+    ap.add_argument("--compile", action="store_true", help="also torch.compile biounet's model")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
+    ap.add_argument(
+        "--results-dir", type=Path, help="default benchmarks/results (--quick: a temp dir)"
+    )
+    a = ap.parse_args(argv)
+    s = settings(a)
+    impls = ["biounet", "monai", "plain"]
+    if not has_module("monai"):
+        print("monai is not installed (pip install 'biounet[bench]'): MONAI peer skipped")
+        impls.remove("monai")
+    peak = run_worker({"task": "peak", "device": a.device, **s["peak"]}, a.timeout)
+    print(f"matmul peak: {peak}", flush=True)
+    rows = model_rows(a, s, impls)
+    ckpt = checkpointing_row(a, s)
+    variants = [v for v in FUNDUS_VARIANTS if ("monai" in impls or v != "monai_swi")]
+    if a.device == "cuda" or not has_module("onnxruntime"):
+        variants = [v for v in variants if v != "ort"]  # ONNX Runtime runs on the CPU here
+    fundus = {}
+    for v in variants:
+        fundus[v] = run_worker(
+            {"task": "fundus", "variant": v, "device": a.device, "reps": max(s["reps"], 3)},
+            a.timeout,
+        )
+        print(f"fundus 1024x900 {v}: {brief(fundus[v])}", flush=True)
+    add_derived([*rows, ckpt], peak, impls)
+    summary = summarise(rows, ckpt, fundus, s)
+    section = {
+        "summary": summary,
+        "peak": peak,
+        "rows": rows,
+        "checkpointing": ckpt,
+        "fundus": fundus,
+        "settings": {**s, "compile": a.compile, "quick": a.quick},
+        "commit": git_commit(),
+        "machine": machine(),
+        "device": device_name(a.device),
+    }
+    results_dir = a.results_dir or (
+        Path(tempfile.mkdtemp(prefix="speed_quick_")) if a.quick else RESULTS
+    )
+    path = write(results_dir, a.device, section)
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

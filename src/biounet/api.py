@@ -1,0 +1,175 @@
+"""The Python API: ``load_model``, ``fit`` and ``evaluate`` for notebooks and scripts.
+
+    import biounet
+    model = biounet.load_model("runs/r1/best.pt")      # or a fundus pipeline's fundus.pt
+    result = model.predict(image)                      # numpy (H, W) / (H, W, C), or a path
+    result.masks["disc"]                               # (H, W) bool at the input's size
+    result.prob                                        # (L, H, W) float32 in [0, 1], L = len(model.labels)
+
+Everything here is a thin layer over the functions the CLI calls (``biounet.predictor``,
+``biounet.train.fit``, ``biounet.evaluate.evaluate_checkpoint``), so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biounet.config import RunConfig
+from biounet.errors import BiounetError
+from biounet.predictor import Prediction, make_predictor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Model", "Prediction", "evaluate", "fit", "load_model"]
+
+
+class Model:
+    """A loaded biounet checkpoint, ready to predict. Build it with ``load_model``.
+
+    ``labels``: the names of the L output channels, in order (e.g. ``("cup", "disc")``).
+    ``kind``: ``"model"`` (one U-Net, ``best.pt``) or ``"fundus_pipeline"`` (``fundus.pt``).
+    """
+
+    def __init__(self, predictor: Any, path: Path) -> None:
+        self._predictor = predictor
+        self.path = path
+        self.labels: tuple[str, ...] = tuple(predictor.labels)
+        self.kind = "fundus_pipeline" if hasattr(predictor, "inner") else "model"
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, kind={self.kind!r}, labels={self.labels})"
+
+    def predict(self, image: np.ndarray | str | Path) -> Prediction:
+        """Segment one image.
+
+        ``image``: a path to an image file, or a numpy array (H, W) or (H, W, C) with C in 1..4
+        (alpha is dropped), of dtype uint8, uint16 or float. Arrays are prepared exactly as a file
+        holding them would be: uint8 as is, other dtypes scaled per image between their 0.5th and
+        99.5th percentiles.
+
+        Returns a ``Prediction`` at the input's own (H, W):
+        ``prob`` (L, H, W) float32 probabilities; ``masks`` {label: (H, W) bool} (the final masks:
+        thresholded and, for the fundus pipeline, post-processed); ``measures`` (cup-to-disc ratios
+        and rim widths when the labels include disc and cup, else empty); ``flags`` (doubtful-case
+        notes from the fundus pipeline, e.g. ``"disc_not_found"``).
+        """
+        return self._predictor.predict(as_image(image))
+
+
+def as_image(image: np.ndarray | str | Path) -> np.ndarray:
+    """A path or array -> (H, W, C) uint8 with C = 1 or 3 (see ``Model.predict``)."""
+    from biounet.data.io import image_from_array, read_image
+
+    if isinstance(image, str | Path):
+        return read_image(Path(image))
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4) or 0 in arr.shape:
+        raise ValueError(
+            f"image: expected an array (H, W) or (H, W, C) with C <= 4, got shape {arr.shape}"
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"image: expected a numeric array, got dtype {arr.dtype}")
+    return image_from_array(arr, "image")
+
+
+def load_model(
+    checkpoint: str | Path,
+    threshold: float = 0.5,
+    precision: str = "auto",
+    tta: bool = False,
+    postprocess: bool = True,
+    fit_ellipse: bool = False,
+) -> Model:
+    """Load any biounet checkpoint (``best.pt``/``last.pt`` of ``train``, or a fundus pipeline's
+    ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
+
+    ``threshold``: probability above which a pixel is in a mask. ``precision``: ``"auto"`` (bf16
+    where the hardware has it), ``"bf16"`` or ``"fp32"``. ``tta``, ``postprocess`` and
+    ``fit_ellipse`` apply to the fundus pipeline (flip averaging; one component per structure with
+    holes filled and the cup inside the disc; ellipses fitted to disc and cup).
+    Raises ``BiounetError`` naming the file when it is missing or not a biounet checkpoint.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
+    path = Path(checkpoint)
+    return Model(make_predictor(path, precision, threshold, tta, postprocess, fit_ellipse), path)
+
+
+def fit(config: RunConfig | dict[str, Any] | str | Path, out_dir: str | Path | None = None) -> Path:
+    """Train a U-Net; returns the run folder (best.pt, last.pt, metrics.csv, curves.png,
+    config.yaml, report.html).
+
+    ``config``: a ``RunConfig``; a dict of the same shape (``{"data": {"root": ..., "labels": [...],
+    "image_size": 128}, "train": {"epochs": 20}, "preset": "small"}``: missing parts take their
+    defaults, and without a ``"model"`` part the preset's model is used, with the input channels
+    read from the images); or the path of a ``config.yaml`` written by an earlier run.
+    ``out_dir``: the run folder; default ``runs/<date>-<time>`` under the current folder.
+    """
+    from biounet.train import fit as train_fit
+
+    cfg = run_config(config)
+    if not cfg.data.root:
+        raise BiounetError("config: data.root (the dataset folder) is not set")
+    if out_dir is None:
+        out_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        log.info("run folder: %s", out_dir)
+    return train_fit(cfg, Path(out_dir))
+
+
+def run_config(config: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
+    """``RunConfig`` from a RunConfig, a dict or a config.yaml path (see ``fit``)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, str | Path):
+        return RunConfig.load_yaml(Path(config))
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a RunConfig, dict or path, got {type(config).__name__}")
+    cfg = RunConfig.from_dict(config)
+    # a pathlib.Path is natural in user code; config.yaml and checkpoints want a string
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(cfg.data.root)))
+    if "model" not in config:
+        from biounet.models import preset
+
+        cfg = RunConfig(cfg.data, preset(cfg.preset, in_channels=0), cfg.train, cfg.preset)
+    return cfg
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    threshold: float = 0.5,
+    precision: str = "auto",
+    tta: bool = False,
+    postprocess: bool = True,
+) -> dict[str, Any]:
+    """Score a checkpoint on a dataset split at each mask's own resolution; returns the summary
+    (also written as ``summary.json``, with ``per_image.csv`` and ``report.html``).
+
+    ``split``: a split of the dataset's splits.json (default ``"test"``, or every image when
+    there is no splits.json). ``out_dir``: default ``<checkpoint folder>/eval_<split>``.
+    The summary's ``"labels"`` maps each label to ``dice_mean``, ``dice_std``, ``dice_median``,
+    ``dice_min`` and the same for iou, precision, recall, bce, hd95 and asd (pixels).
+    """
+    from biounet.evaluate import evaluate_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if out_dir is None:
+        out_dir = checkpoint.parent / f"eval_{split or 'default'}"
+    return evaluate_checkpoint(
+        checkpoint,
+        Path(data),
+        split,
+        Path(out_dir),
+        threshold,
+        precision,
+        tta=tta,
+        postprocess=postprocess,
+    )

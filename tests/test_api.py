@@ -1,0 +1,139 @@
+"""The Python API: the quickstart example end to end, load_model/predict on arrays and paths, fit
+and evaluate from notebooks, and a light ``import biounet``."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import biounet
+from biounet.api import as_image, run_config
+from biounet.config import RunConfig
+from biounet.data.io import read_image
+from biounet.errors import BiounetError
+from biounet.predictor import make_predictor
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    main = runpy.run_path(str(EXAMPLE), run_name="quickstart")["main"]
+    return main(tmp_path_factory.mktemp("quickstart"))
+
+
+def test_quickstart_trains_evaluates_and_predicts(
+    quickstart: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, summary = quickstart["run"], quickstart["summary"]
+    names = {p.name for p in run.iterdir()}
+    assert {"best.pt", "metrics.csv", "curves.png", "config.yaml", "report.html"} <= names
+    assert summary["n_images"] == 3 and summary["split"] == "test"
+    assert set(summary["labels"]) == {"disc", "cup"}
+    assert (run.parent / "eval" / "report.html").is_file()
+    result = quickstart["result"]
+    assert result.prob.shape == (2, 64, 72) and result.prob.dtype == np.float32
+    assert {k: (v.shape, v.dtype) for k, v in result.masks.items()} == {
+        "disc": ((64, 72), np.dtype(bool)),
+        "cup": ((64, 72), np.dtype(bool)),
+    }
+    assert "vcdr" in result.measures  # disc + cup: clinical measures come along
+
+
+def test_predict_equals_the_cli_predictor(quickstart: dict[str, Any]) -> None:
+    run, model = quickstart["run"], quickstart["model"]
+    path = run.parent / "data" / "images" / "synth_009.png"
+    ref = make_predictor(run / "best.pt").predict(read_image(path))
+    for image in (path, str(path), read_image(path)):
+        got = model.predict(image)
+        np.testing.assert_array_equal(got.prob, ref.prob)
+        assert all(np.array_equal(got.masks[k], ref.masks[k]) for k in ref.masks)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [
+        ((37, 53), np.uint8),
+        ((37, 53), np.uint16),
+        ((37, 53, 1), np.float32),
+        ((40, 31, 3), np.uint16),
+        ((40, 31, 4), np.uint8),
+        ((40, 31, 3), np.float64),
+        ((30, 30, 2), np.uint8),
+    ],
+)
+def test_predict_returns_the_input_size(
+    quickstart: dict[str, Any], shape: tuple[int, ...], dtype: type
+) -> None:
+    arr = (np.random.default_rng(1).random(shape) * (255 if dtype == np.uint8 else 4000)).astype(
+        dtype
+    )
+    r = quickstart["model"].predict(arr)
+    assert r.prob.shape == (2, *shape[:2])
+    assert ((r.prob >= 0) & (r.prob <= 1)).all()
+    assert all(m.shape == shape[:2] and m.dtype == bool for m in r.masks.values())
+
+
+def test_arrays_are_prepared_like_files(tmp_path: Path) -> None:
+    rgba = np.random.default_rng(2).integers(0, 256, (9, 7, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(as_image(rgba), rgba[..., :3])
+    grey16 = np.arange(63, dtype=np.uint16).reshape(9, 7) * 1000
+    from PIL import Image
+
+    Image.fromarray(grey16).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(as_image(grey16), read_image(tmp_path / "g.png"))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 6), (2, 4, 5, 3), (7,), (0, 5)])
+def test_bad_image_shapes_name_the_argument(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"image: expected an array \(H, W\) or \(H, W, C\)"):
+        as_image(np.zeros(shape, dtype=np.uint8))
+
+
+def test_load_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(BiounetError, match="checkpoint not found"):
+        biounet.load_model(tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="threshold: must be in"):
+        biounet.load_model(tmp_path / "nope.pt", threshold=1.5)
+
+
+def test_run_config_from_dict_yaml_and_object(quickstart: dict[str, Any]) -> None:
+    cfg = run_config({"data": {"root": Path("/x"), "labels": ["disc"]}, "preset": "medium"})
+    assert cfg.data.root == "/x" and cfg.data.labels == ("disc",)
+    # no "model" part: the preset's network, input channels from the images
+    assert (cfg.model.base_width, cfg.model.in_channels) == (32, 0)
+    saved = run_config(quickstart["run"] / "config.yaml")
+    assert saved.train.epochs == 2 and saved.data.image_size == 64
+    assert run_config(saved) is saved
+    with pytest.raises(BiounetError, match="unknown TrainConfig keys"):
+        run_config({"train": {"epoch": 3}})
+    with pytest.raises(BiounetError, match="data.root"):
+        biounet.fit(RunConfig())
+
+
+def test_evaluate_is_callable_before_and_after_the_module_import(
+    quickstart: dict[str, Any], tmp_path: Path
+) -> None:
+    import biounet.evaluate as module
+
+    assert biounet.evaluate is module and callable(module)
+    run = quickstart["run"]
+    s = biounet.evaluate(run / "best.pt", run.parent / "data", "test", tmp_path / "e")
+    ref = quickstart["summary"]["labels"]
+    assert {lb: m["dice_mean"] for lb, m in s["labels"].items()} == {
+        lb: m["dice_mean"] for lb, m in ref.items()
+    }
+    assert {p.name for p in (tmp_path / "e").iterdir()} >= {"report.html", "per_image.csv", "cases"}
+
+
+def test_import_biounet_is_light() -> None:
+    code = "import sys, biounet; assert 'torch' not in sys.modules; print(biounet.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == biounet.__version__
+    assert {"load_model", "fit", "evaluate"} <= set(dir(biounet))
