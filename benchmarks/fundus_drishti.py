@@ -23,20 +23,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from biounet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from biounet.data.folder import read_splits  # noqa: E402
-from biounet.data.io import read_image  # noqa: E402
-from biounet.evaluate import evaluate_checkpoint  # noqa: E402
-from biounet.fundus.pipeline import FundusConfig, fit_fundus  # noqa: E402
-from biounet.models import preset  # noqa: E402
-from biounet.predictor import make_predictor  # noqa: E402
-from biounet.train import fit  # noqa: E402
-
 # Load lazily imported modules now, so edits to the tree during a long run cannot break it midway.
 import biounet.fundus.cdr  # noqa: E402, F401
 import biounet.fundus.postprocess  # noqa: E402, F401
 import biounet.surface  # noqa: E402, F401
 import biounet.viz  # noqa: E402, F401
+from biounet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from biounet.data.folder import read_splits  # noqa: E402
+from biounet.data.io import read_image  # noqa: E402
+from biounet.evaluate import evaluate_checkpoint  # noqa: E402
+from biounet.fundus.pipeline import FundusConfig, fit_fundus, save_ensemble  # noqa: E402
+from biounet.models import preset  # noqa: E402
+from biounet.predictor import make_predictor  # noqa: E402
+from biounet.train import fit  # noqa: E402
 from common import RESULTS, SHARED_DATA, make_view, require, softmap_masks, update_results  # noqa: E402
 
 LABELS = ("disc", "cup")
@@ -210,6 +209,31 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
         "test_all_experts",
         brief(s4) | {"reference": "all 4 experts (softmap == 255)"},
     )
+    folds = sorted(work.glob("cv_run_*/fundus.pt"))
+    if folds:  # the cross-validation models as an ensemble: an option, measured, not the headline
+        ens = save_ensemble(folds, work / "cv_ensemble.pt")
+        se = evaluate_checkpoint(
+            ens,
+            view,
+            "test",
+            work / "final_eval_cv_ensemble",
+            tta=tta,
+            postprocess=post,
+            fit_ellipse=ell,
+        )
+        note = (
+            "the cross-validation fold pipelines (each trained on 40 images) averaged; >= 2 experts"
+        )
+        update_results(
+            "fundus_drishti",
+            "test_cv_ensemble",
+            brief(se)
+            | {
+                "members": len(folds),
+                "note": note,
+                "predict_s_per_image": time_predict(ens, view, splits["test"][:5], tta, post, ell),
+            },
+        )
 
 
 def time_predict(ck: Path, view: Path, stems: list[str], tta: bool, post: bool, ell: bool) -> float:

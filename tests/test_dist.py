@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from biounet.cli import main
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.dataset import ArrayDataset
 from biounet.dist import Dist, check_batch_size, epoch_order, rank_slice, wrap_model
@@ -82,7 +83,7 @@ def test_torchrun_two_gloo_processes_write_one_run(synthetic_data: Path, tmp_pat
     args += ["--image-size", "32", "--batch-size", "4", "--precision", "fp32"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd = [*launcher, "--nproc_per_node=2", "-m", "biounet", "-q", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("run folder:") == 1  # rank 0 alone reports
@@ -92,4 +93,9 @@ def test_torchrun_two_gloo_processes_write_one_run(synthetic_data: Path, tmp_pat
     assert not any(n.endswith(".tmp") for n in names)
     (row,) = read_rows(out / "metrics.csv")
     assert row["epoch"] == "1" and 0 <= float(row["val_dice_mean"]) <= 1
-    assert float(row["train_loss"]) > 0
+    # One process on the same data, seed and global batch sees the same augmented images per step;
+    # only batch norm differs (each rank normalises its half batch; SyncBatchNorm needs CUDA).
+    assert main(["-q", *args[:4], str(tmp_path / "single"), *args[5:]]) == 0
+    (one,) = read_rows(tmp_path / "single" / "metrics.csv")
+    for col in ("train_loss", "val_loss", "val_dice_mean"):
+        assert abs(float(row[col]) - float(one[col])) < 0.01, col

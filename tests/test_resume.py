@@ -4,6 +4,7 @@ epoch, and a run folder that cannot take the checkpoints is refused before train
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import biounet.checkpoint
 import biounet.train
 import biounet.train_state
 from biounet.checkpoint import load_checkpoint
@@ -120,6 +122,29 @@ def test_nan_loss_names_epoch_and_batch_and_keeps_the_last_good_epoch(
     assert all(torch.isfinite(t).all() for t in last.state_dict.values() if t.is_floating_point())
     assert [r["epoch"] for r in metric_rows(run)] == ["1"]
     assert read_resume(run / "last.pt")[0]["epoch"] == 1  # and it can be resumed from
+
+
+def test_disk_full_mid_run_keeps_the_last_good_checkpoint(
+    synthetic_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The disk fills while epoch 2 is saved: one error line, and last.pt still holds epoch 1
+    (the write goes to a temporary file that never replaces it)."""
+    real_save, saves = torch.save, []
+
+    def save_until_full(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) > 2:  # epoch 1 wrote best.pt and last.pt
+            raise OSError(errno.ENOSPC, "No space left on device", str(f.name))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(biounet.checkpoint.torch, "save", save_until_full)
+    run = tmp_path / "run"
+    assert main(["-q", *train_args(synthetic_data, run, 3), "--image-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("biounet: error: ") and "No space left on device" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    monkeypatch.undo()
+    assert load_checkpoint(run / "last.pt").extra["epoch"] == 1
 
 
 def test_full_disk_is_refused_before_training(

@@ -81,7 +81,9 @@ def read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
+        # torch names the class or function it would have had to import ("GLOBAL posix.system");
+        # without one the pickle stream itself is broken
+        if "global" not in str(e).lower():
             raise BiounetError(
                 f"{path}: not a readable checkpoint (corrupt or another format)"
             ) from e

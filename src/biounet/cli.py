@@ -98,6 +98,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         lr=pick(a.lr, "lr"),
         lr_step=r.get("lr_step", 0),
         lr_gamma=r.get("lr_gamma", 0.1),
+        lr_schedule=a.lr_schedule or ("step" if r.get("lr_step", 0) else "constant"),
         seed=a.seed,
         precision=a.precision,
         max_minutes=a.max_minutes or 0.0,
@@ -355,12 +356,20 @@ def parser() -> argparse.ArgumentParser:
         help="labels whose masks mark the object with 0 (ISBI 2012)",
     )
     t.add_argument(
-        "--in-channels", type=positive_int, help="network input channels (default: from the images)"
+        "--in-channels",
+        type=positive_int,
+        choices=(1, 3),
+        help="network input channels: 1 (grey) or 3 (RGB) (default: from the images)",
     )
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--image-size", type=positive_int, help="side of the square the network sees")
     t.add_argument("--lr", type=positive_float)
+    t.add_argument(
+        "--lr-schedule",
+        choices=["constant", "step", "cosine"],
+        help="default: the preset's (StepLR for seed/paper, constant for small/medium)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
         "--val-fraction",
@@ -488,7 +497,16 @@ def main(argv: list[str] | None = None) -> int:
     except BiounetError as e:
         if a.debug:
             raise
-        print(f"biounet: error: {e}", file=sys.stderr)
+        # one line whatever the message (a library's multi-line text included)
+        print("biounet: error:", " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no: a full disk, a file where a folder must go
+        if a.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"biounet: error: {where}{e.strerror or e} (--debug for the traceback)", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print("biounet: interrupted", file=sys.stderr)

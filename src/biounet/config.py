@@ -114,8 +114,13 @@ class RunConfig:
     def load_yaml(cls, path: Path) -> RunConfig:
         try:
             d = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise BiounetError(f"{path}: cannot read config: {e}") from e
+        except OSError as e:
+            raise BiounetError(f"{path}: cannot read config: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise BiounetError(f"{path}: cannot read config: {problem}{where}") from e
         if not isinstance(d, dict):
             raise BiounetError(f"{path}: config must be a mapping, got {type(d).__name__}")
         return cls.from_dict(d)

@@ -71,6 +71,11 @@ def init_process_group(d: Dist) -> None:
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
+        if d.local_rank >= torch.cuda.device_count():
+            raise BiounetError(
+                f"LOCAL_RANK={d.local_rank} but this machine has {torch.cuda.device_count()} GPU(s): "
+                "start at most one process per GPU (--nproc_per_node)"
+            )
         torch.cuda.set_device(d.local_rank)
     td.init_process_group(
         backend, init_method="env://", rank=d.rank, world_size=d.world_size, timeout=TIMEOUT

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import logging
 import math
 from html import escape
 from pathlib import Path
@@ -35,6 +36,7 @@ METRIC_ROWS = [
     ("asd", "ASD (px)", False, 2),
 ]
 RANKS = ("best", "median", "worst")
+log = logging.getLogger(__name__)
 
 
 def write_report(
@@ -275,12 +277,15 @@ def write_evaluation_report(
     return write_report(out_dir / "report.html", title, config, out_dir, run_dir, note, numbers)
 
 
-def write_run_report(run_dir: Path, cfg: RunConfig) -> Path:
+def write_run_report(run_dir: Path, cfg: RunConfig) -> Path | None:
     """A training run's report.html: best.pt evaluated on the run's validation images (into
     ``run_dir/val``) at each mask's own resolution, the curves and the configuration."""
     from biounet.evaluate import evaluate_checkpoint
     from biounet.train import split_samples
 
+    if not (run_dir / "best.pt").is_file():  # no epoch had a finite validation Dice
+        log.warning("%s: no best.pt, so no report.html", run_dir)
+        return None
     _, val, _ = split_samples(cfg)
     evaluate_checkpoint(
         run_dir / "best.pt",

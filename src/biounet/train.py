@@ -91,6 +91,8 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     """In-memory train and val arrays at the network's resolution (see ``split_samples``)."""
     tr_s, val_s, labels = split_samples(cfg)
     channels = cfg.model.in_channels or read_image(tr_s[0].image).shape[-1]
+    if channels not in (1, 3):
+        raise BiounetError(f"in_channels {channels}: biounet trains on grey (1) or RGB (3) images")
     load = lambda ss: load_arrays(ss, labels, cfg.data.image_size, channels, cfg.data.invert_masks)  # noqa: E731
     return Prepared(load(tr_s), load(val_s), labels, channels)
 
@@ -241,13 +243,13 @@ def set_deterministic(on: bool) -> None:
 def make_scheduler(
     opt: torch.optim.Optimizer, cfg: RunConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """StepLR(lr_step, lr_gamma) when lr_step > 0; cosine decay to 1 % of lr over the epochs with
-    ``lr_schedule="cosine"``; else a constant rate."""
+    """``lr_schedule``: "cosine" decays to 1 % of lr over the epochs; "step" is StepLR(lr_step, lr_gamma)
+    (constant when lr_step is 0); "constant" keeps lr."""
     if cfg.train.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, cfg.train.epochs, eta_min=cfg.train.lr * 0.01
         )
-    if cfg.train.lr_step > 0:
+    if cfg.train.lr_schedule == "step" and cfg.train.lr_step > 0:
         return torch.optim.lr_scheduler.StepLR(opt, cfg.train.lr_step, cfg.train.lr_gamma)
     return None
 

@@ -122,8 +122,10 @@ def resolve_labels(
     if not labels:
         labels = [lb for lb in available if all(lb in s.masks for s in samples)]
         if not labels:
+            lacking = {lb: [s.stem for s in samples if lb not in s.masks] for lb in available}
+            detail = "".join(f"; {lb!r} has no mask for {st[:5]}" for lb, st in lacking.items())
             raise BiounetError(
-                f"{root}/masks: no label has a mask for every image (found {available})"
+                f"{root}/masks: no label has a mask for every image (found {available}){detail}"
             )
     # one folder of masks with one requested name: rename 'foreground' to it
     if len(labels) == 1 and available == [SINGLE_LABEL] and labels[0] != SINGLE_LABEL:

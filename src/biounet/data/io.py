@@ -125,6 +125,12 @@ def _read_tiff(path: Path) -> np.ndarray:
                     f"{path}: image too large ({page.imagewidth} x {page.imagelength} pixels; "
                     f"the limit is {MAX_PIXELS:,})"
                 )
+            pages = len(tf.series[0].pages) if tf.series else 1
+            if pages > 1:  # a z-stack or time series: refused rather than silently cut to page 0
+                raise BiounetError(
+                    f"{path}: a stack of {pages} images {tuple(tf.series[0].shape)}; "
+                    "biounet reads one 2D image per file"
+                )
             arr = np.asarray(page.asarray())
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # stored channels-first
