@@ -48,6 +48,9 @@ class DataConfig:
     ``image_size``: the square side the network sees (images are padded to a square, then resized).
     ``invert_masks``: labels whose stored masks mark the object with 0 (e.g. ISBI 2012 membranes).
     ``val_fraction``: share of the training split held out for model selection.
+    ``train_stems``: when set, only these stems of the training split are used (cross-validation
+    folds select images this way, without copying data); the validation images are then a
+    ``val_fraction`` of them, and a splits.json "val" list is not used.
     """
 
     root: str = ""
@@ -57,6 +60,7 @@ class DataConfig:
     train_split: str = "train"
     val_fraction: float = 0.2
     augment: bool = True
+    train_stems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

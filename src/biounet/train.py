@@ -20,7 +20,14 @@ from tqdm import tqdm
 from biounet.checkpoint import save_checkpoint
 from biounet.config import RunConfig
 from biounet.data.dataset import ArrayDataset, load_arrays
-from biounet.data.folder import Sample, discover, read_splits, resolve_labels, select_split
+from biounet.data.folder import (
+    Sample,
+    discover,
+    read_splits,
+    resolve_labels,
+    select_split,
+    select_stems,
+)
 from biounet.data.io import read_image
 from biounet.data.transforms import AugmentParams, augment_batch, normalize
 from biounet.dist import (
@@ -68,8 +75,11 @@ def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str
     all_samples = discover(root)
     splits = read_splits(root) or {}
     samples = select_split(root, all_samples, cfg.data.train_split if splits else None)
+    if cfg.data.train_stems:  # a cross-validation fold: its val images come from its own pool
+        where = f"{root}/splits.json split {cfg.data.train_split!r}" if splits else f"{root}/images"
+        samples = select_stems(samples, cfg.data.train_stems, where)
     labels = resolve_labels(samples, cfg.data.labels, root)
-    if "val" in splits and cfg.data.train_split == "train":
+    if "val" in splits and cfg.data.train_split == "train" and not cfg.data.train_stems:
         val_s = select_split(root, all_samples, "val")
         resolve_labels(val_s, labels, root)
         val_stems = {s.stem for s in val_s}

@@ -113,6 +113,19 @@ def select_split(root: Path, samples: list[Sample], split: str | None) -> list[S
     return [by_stem[s] for s in splits[split]]
 
 
+def select_stems(
+    samples: list[Sample], stems: tuple[str, ...] | list[str], where: str
+) -> list[Sample]:
+    """The samples named in ``stems``, in ``samples`` order; a stem not among them is an error
+    naming ``where`` (e.g. "data/splits.json split 'train'")."""
+    have = {s.stem for s in samples}
+    missing = [s for s in stems if s not in have]
+    if missing:
+        raise BiounetError(f"{where}: no image for stem(s) {missing[:5]} of train_stems")
+    wanted = set(stems)
+    return [s for s in samples if s.stem in wanted]
+
+
 def resolve_labels(
     samples: list[Sample], labels: tuple[str, ...] | list[str], root: Path
 ) -> tuple[str, ...]:
