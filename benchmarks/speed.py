@@ -83,59 +83,50 @@ def has_module(name: str) -> bool:
     return p.returncode == 0
 
 
+def model_spec(a: argparse.Namespace, s: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    common = {"device": a.device, "reps": s["reps"], "warmup": s["warmup"], "cap_s": s["cap_s"]}
+    return {**common, "compile": a.compile and kw["impl"] == "biounet", **kw}
+
+
 def model_rows(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> list[dict]:
     rows = []
     for wname, base in s["widths"].items():
         for size in s["sizes"]:
             for batch in s["batches"]:
                 for task in ("train", "infer"):
-                    row: dict[str, Any] = {
-                        "widths": wname,
-                        "size": size,
-                        "batch": batch,
-                        "task": task,
-                    }
+                    row: dict[str, Any] = {"widths": wname, "size": size, "batch": batch}
+                    row["task"] = task
                     for impl in impls:
-                        spec = {
-                            "task": task,
-                            "impl": impl,
-                            "base": base,
-                            "size": size,
-                            "batch": batch,
-                            "device": a.device,
-                            "reps": s["reps"],
-                            "warmup": s["warmup"],
-                            "cap_s": s["cap_s"],
-                            "compile": a.compile and impl == "biounet",
-                        }
-                        row[impl] = run_worker(spec, a.timeout)
-                        print(
-                            f"{wname} {size} b{batch} {task:5s} {impl:8s} {brief(row[impl])}",
-                            flush=True,
+                        spec = model_spec(
+                            a, s, task=task, impl=impl, base=base, size=size, batch=batch
                         )
+                        row[impl] = r = run_worker(spec, a.timeout)
+                        print(f"{wname} {size} b{batch} {task} {impl}: {brief(r)}", flush=True)
                     rows.append(row)
     return rows
 
 
 def checkpointing_row(a: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any]:
     """biounet's classic widths, largest size and batch, training with activation checkpointing."""
-    size, batch = max(s["sizes"]), max(s["batches"])
-    spec = {
-        "task": "train",
-        "impl": "biounet",
-        "base": s["widths"]["classic"],
-        "size": size,
-        "batch": batch,
-        "device": a.device,
-        "reps": s["reps"],
-        "warmup": s["warmup"],
-        "cap_s": s["cap_s"],
-        "checkpointing": True,
-        "compile": a.compile,
-    }
-    r = run_worker(spec, a.timeout)
-    print(f"classic {size} b{batch} train biounet+checkpointing {brief(r)}", flush=True)
+    size, batch, base = max(s["sizes"]), max(s["batches"]), s["widths"]["classic"]
+    spec = model_spec(a, s, task="train", impl="biounet", base=base, size=size, batch=batch)
+    r = run_worker({**spec, "checkpointing": True}, a.timeout)
+    print(f"classic {size} b{batch} train biounet+checkpointing: {brief(r)}", flush=True)
     return {"widths": "classic", "size": size, "batch": batch, "task": "train", "biounet": r}
+
+
+def fundus_timings(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> dict[str, dict]:
+    """One 1024x900 image to masks: biounet's pipeline fast, eager, with ONNX Runtime; MONAI's
+    sliding window."""
+    variants = [v for v in FUNDUS_VARIANTS if "monai" in impls or v != "monai_swi"]
+    if a.device == "cuda" or not has_module("onnxruntime"):
+        variants.remove("ort")  # it runs on the CPU: no comparison on a GPU
+    out = {}
+    for v in variants:
+        spec = {"task": "fundus", "variant": v, "device": a.device, "reps": max(s["reps"], 3)}
+        out[v] = run_worker(spec, a.timeout)
+        print(f"fundus 1024x900 {v}: {brief(out[v])}", flush=True)
+    return out
 
 
 def brief(r: dict[str, Any]) -> str:
@@ -227,16 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak: {peak}", flush=True)
     rows = model_rows(a, s, impls)
     ckpt = checkpointing_row(a, s)
-    variants = [v for v in FUNDUS_VARIANTS if ("monai" in impls or v != "monai_swi")]
-    if a.device == "cuda" or not has_module("onnxruntime"):
-        variants = [v for v in variants if v != "ort"]  # ONNX Runtime runs on the CPU here
-    fundus = {}
-    for v in variants:
-        fundus[v] = run_worker(
-            {"task": "fundus", "variant": v, "device": a.device, "reps": max(s["reps"], 3)},
-            a.timeout,
-        )
-        print(f"fundus 1024x900 {v}: {brief(fundus[v])}", flush=True)
+    fundus = fundus_timings(a, s, impls)
     add_derived([*rows, ckpt], peak, impls)
     summary = summarise(rows, ckpt, fundus, s)
     section = {

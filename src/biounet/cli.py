@@ -183,6 +183,30 @@ def train_fundus(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(a: argparse.Namespace) -> int:
+    from biounet.cv import format_cv_summary, run_cv, summarize
+    from biounet.dist import Dist
+
+    if a.out is None or (a.data is None and not a.summarize):
+        raise BiounetError("cv needs --out, and --data unless --summarize")
+    if a.resume or a.pipeline != "plain":
+        raise BiounetError(
+            "cv: --resume and --pipeline fundus are not available (run the same cv command again: "
+            "done folds are skipped and an interrupted one resumes)"
+        )
+    if a.summarize and a.fold is not None:
+        raise BiounetError("cv: --summarize and --fold exclude each other")
+    if Dist.from_env(os.environ).enabled:
+        raise BiounetError("cv: start folds as separate processes (--fold K), not under torchrun")
+    s = summarize(a.out) if a.summarize else run_cv(build_run_config(a), a.out, a.folds, a.fold)
+    if s is None:
+        print(f"fold {a.fold} done: {a.out}/fold_{a.fold}; cv_summary.json follows with every fold")
+        return 0
+    print(format_cv_summary(s))
+    print(f"wrote {a.out}/cv_summary.json")
+    return 0
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from biounet.evaluate import evaluate_checkpoint
 
@@ -227,7 +251,7 @@ def format_summary(s: dict) -> str:
 def cmd_predict(a: argparse.Namespace) -> int:
     from biounet.predict import predict_paths
 
-    done, errors = predict_paths(
+    done, skipped, errors = predict_paths(
         a.checkpoint,
         a.inputs,
         a.out,
@@ -240,8 +264,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
         backend=a.backend,
         fast=not a.no_fast,
         uncertainty=a.uncertainty,
+        overwrite=a.overwrite,
+        show_progress=not a.quiet,
     )
-    print(f"{len(done)} image(s) written to {a.out}")
+    kept = f", {len(skipped)} skipped (outputs exist; --overwrite redoes them)" if skipped else ""
+    print(f"{len(done)} image(s) written to {a.out}{kept}")
     for e in errors:
         print(f"biounet: skipped: {e}", file=sys.stderr)
     return 1 if errors else 0
@@ -401,6 +428,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     t.set_defaults(func=cmd_train)
 
+    # every train option, so a fold trains exactly as `biounet train` would (see biounet.cv)
+    c = sub.add_parser(
+        "cv",
+        parents=[t],
+        add_help=False,
+        help="k-fold cross-validation on the training split",
+        description="Fold K holds out every FOLDS-th image of the training split's sorted stems, "
+        "from the K-th; trains on the rest with the train options below (best epoch on "
+        "--val-fraction of the rest; a splits.json 'val' list is not used) and evaluates the held-out "
+        "images. --out is the cv folder: fold_K/{run,eval,fold.json}, cv_summary.json.",
+    )
+    c.add_argument("--folds", type=positive_int, help="number of folds (default 5)")
+    c.add_argument("--fold", type=int, metavar="K", help="run only fold K (0..folds-1)")
+    c.add_argument("--summarize", action="store_true", help="only write OUT/cv_summary.json")
+    c.set_defaults(func=cmd_cv)
+
     e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--data", type=Path, required=True)
@@ -440,6 +483,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also <stem>_uncertainty.png (entropy of the flip-averaged probability) and "
         "uncertainty.csv (per-image score: mean entropy around the predicted structures)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo images whose outputs exist (default: skip them, so a killed job resumes)",
     )
     add_common(p)
     p.set_defaults(func=cmd_predict)

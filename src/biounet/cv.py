@@ -90,7 +90,13 @@ def run_cv(
 
 def check_cv_record(cfg: RunConfig, out: Path, folds: int) -> None:
     """Write ``out/cv.json`` (folds, options), or check this command matches the one that did."""
-    record = {"folds": folds, "rule": RULE, "config": cfg.to_dict()}
+    # the same folder given another way (relative, absolute) is the same data
+    root = str(Path(cfg.data.root).resolve())
+    record = {
+        "folds": folds,
+        "rule": RULE,
+        "config": {**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "root": root}},
+    }
     path = out / "cv.json"
     if path.is_file():
         old = json.loads(path.read_text())

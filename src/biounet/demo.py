@@ -34,7 +34,7 @@ def run_demo(out: Path, minutes: float = 3.0, seed: int = 0) -> dict:
     summary = evaluate_checkpoint(run / "best.pt", data, "test", out / "eval")
     print(format_summary(summary))
     test_images = [data / "images" / f"synth_{i:03d}.png" for i in range(40, 52)]
-    predict_paths(run / "best.pt", test_images, out / "predictions")
+    predict_paths(run / "best.pt", test_images, out / "predictions", overwrite=True)
     print(
         f"demo done in {time.perf_counter() - t0:.0f} s: run {run}, evaluation {out / 'eval'}, "
         f"overlays {out / 'predictions'}/*_overlay.png"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from biounet.data.folder import list_images
 from biounet.data.io import IMAGE_EXTENSIONS, read_image, save_png
@@ -52,44 +55,121 @@ def predict_paths(
     backend: str = "torch",
     fast: bool = True,
     uncertainty: bool = False,
-) -> tuple[list[Path], list[str]]:
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> tuple[list[Path], list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
     segments a disc and a cup. Unreadable files are skipped and reported at the end.
     ``backend``/``fast``: see ``biounet.predictor.make_predictor``. ``uncertainty``: also
     ``<stem>_uncertainty.png`` and ``uncertainty.csv`` (see ``biounet.uncertainty``).
-    Returns (images done, one error line per unreadable file)."""
+
+    One image is in memory at a time and the CSVs grow a row per image, so memory stays flat
+    whatever the count. An image whose outputs all exist is skipped (a killed job resumes where it
+    stopped); ``overwrite`` redoes it. ``show_progress``: a progress bar (on a terminal) with images/s.
+    Returns (images written, images skipped, one error line per unreadable file)."""
     pred = make_predictor(
         checkpoint, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
     )
     paths = expand_inputs(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done, errors, rows = [], [], []
-    unc_rows: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            img = read_image(path)
-        except BiounetError as e:
-            errors.append(str(e))
-            continue
-        p = pred.predict(img)
-        write_outputs(out_dir, path.stem, img, p, pred.labels)
-        if uncertainty:
-            umap, scores = image_uncertainty(pred, img, p)
-            save_png(out_dir / f"{path.stem}_uncertainty.png", umap)
-            unc_rows.append({"stem": path.stem, "file": str(path), **scores})
-        if p.measures:
-            rows.append(
-                {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
+
+    def complete(stem: str) -> bool:
+        return all(f.is_file() for f in output_files(out_dir, stem, pred.labels, uncertainty))
+
+    measures = RowLog(out_dir / "measures.csv", complete, overwrite)
+    unc_log = RowLog(out_dir / "uncertainty.csv", complete, overwrite)
+    done, skipped, errors = [], [], []
+    bar = tqdm(paths, desc="predict", unit="img", disable=None if show_progress else True)
+    for path in bar:
+        if not overwrite and complete(path.stem):
+            skipped.append(path)
+        else:
+            try:
+                img = read_image(path)
+            except BiounetError as e:
+                errors.append(str(e))
+            else:
+                predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log)
+                done.append(path)
+        bar.set_postfix(skipped=len(skipped), unreadable=len(errors), refresh=False)
+    return done, skipped, errors
+
+
+def predict_one(
+    pred: Any,
+    img: np.ndarray,
+    path: Path,
+    out_dir: Path,
+    uncertainty: bool,
+    measures: RowLog,
+    unc_log: RowLog,
+) -> None:
+    """One image's files and CSV rows. The rows and the uncertainty map come first: the overlay,
+    written last, marks the image done."""
+    p = pred.predict(img)
+    if uncertainty:
+        umap, scores = image_uncertainty(pred, img, p)
+        save_png(out_dir / f"{path.stem}_uncertainty.png", umap)
+        unc_log.add({"stem": path.stem, "file": str(path), **scores})
+    if p.measures:
+        measures.add(
+            {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
+        )
+    write_outputs(out_dir, path.stem, img, p, pred.labels)
+
+
+def output_files(
+    out_dir: Path, stem: str, labels: tuple[str, ...], uncertainty: bool
+) -> list[Path]:
+    """Every file predict writes for one image; the overlay, written last, comes last."""
+    files = [out_dir / f"{stem}_{kind}{lb}.png" for lb in labels for kind in ("", "prob_")]
+    if uncertainty:
+        files.append(out_dir / f"{stem}_uncertainty.png")
+    return [*files, out_dir / f"{stem}_overlay.png"]
+
+
+class RowLog:
+    """A CSV written a row at a time (no rows held in memory). On opening, an existing file keeps
+    only the rows of images that are ``complete`` (the others are being redone); ``fresh`` starts
+    it empty."""
+
+    def __init__(self, path: Path, complete: Callable[[str], bool], fresh: bool) -> None:
+        self.path, self.columns = path, None
+        if fresh or not path.is_file():
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{path.name}.part")
+        with open(path, newline="") as src, open(tmp, "w", newline="") as dst:
+            reader = csv.DictReader(src)
+            self.columns = reader.fieldnames
+            w = csv.DictWriter(dst, fieldnames=self.columns or [])
+            w.writeheader()
+            dropped = 0
+            for r in reader:
+                if complete(r["stem"]):
+                    w.writerow(r)
+                else:
+                    dropped += 1
+        if dropped:
+            os.replace(tmp, path)
+        else:  # leave a finished job's file untouched
+            tmp.unlink()
+
+    def add(self, row: dict[str, Any]) -> None:
+        new = self.columns is None
+        if not new and list(row) != self.columns:
+            raise BiounetError(
+                f"{self.path}: written with columns {self.columns}, now {list(row)}; "
+                "use --overwrite or another --out"
             )
-        done.append(path)
-        log.debug("%s: done", path)
-    if rows:
-        write_measures(out_dir / "measures.csv", rows)
-    if unc_rows:
-        write_measures(out_dir / "uncertainty.csv", unc_rows)
-    return done, errors
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self.columns = list(row)
 
 
 def write_outputs(
@@ -106,7 +186,10 @@ def write_outputs(
     text = overlay_text(p)
     if text:
         ov = draw_text(ov, text)
-    save_png(out_dir / f"{stem}_overlay.png", ov)
+    # atomically: a job killed mid-write leaves no overlay, so the image is redone on resume
+    tmp = out_dir / f".{stem}_overlay.png.part"
+    Image.fromarray(np.ascontiguousarray(ov)).save(tmp, format="PNG")
+    os.replace(tmp, out_dir / f"{stem}_overlay.png")
 
 
 def overlay_text(p: Prediction) -> str:
@@ -134,11 +217,3 @@ def draw_text(img: np.ndarray, text: str) -> np.ndarray:
     draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
     draw.multiline_text((8, 8), text, fill=(255, 255, 255), font=font)
     return np.asarray(im)
-
-
-def write_measures(path: Path, rows: list[dict[str, Any]]) -> None:
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
