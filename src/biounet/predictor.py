@@ -91,6 +91,7 @@ class FundusPipelinePredictor:
         measures = fundus_measures(r.masks)
         if r.roi is not None:
             measures.update(roi_cy=r.roi.cy, roi_cx=r.roi.cx, roi_side=r.roi.side)
+        measures["input_kind"] = getattr(self.inner, "last_input_kind", "")
         return Prediction(r.prob, r.masks, measures, r.flags)
 
 

@@ -137,10 +137,11 @@ class FundusPredictor:
     disc-centred crops. A checkpoint with several members (parts ``locator``/``roi``, ``locator_1``/
     ``roi_1``, ...; see ``save_ensemble``) averages their probabilities.
 
-    ``input_kind``: "auto" (the locator finds the disc; a disc larger than a quarter of the image
-    marks the input as a crop), "full" (same, without the note) or "crop" (the image is taken as
-    centred on the disc; the first ROI is the whole image). In every case the ROI is re-centred once on
-    the disc the ROI model itself found when that moves it noticeably."""
+    ``input_kind``: "full" (the locator finds the disc on the downscaled photograph), "crop" (the
+    image is taken as centred on the disc: the first ROI is the whole image) or "auto" (the ROI model
+    first looks at the whole image; a disc spanning at least 30 % of it means a crop, else the locator
+    runs). In every case the ROI is then re-centred once on the disc that the ROI model itself found,
+    when that moves it noticeably."""
 
     def __init__(
         self,
@@ -166,16 +167,19 @@ class FundusPredictor:
         self.threshold, self.input_kind = threshold, input_kind
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
-        h, w = img.shape[:2]
-        probs = [
-            next(predict_images(m, [img], lo.preprocess, self.device, self.precision, 1))[
-                lo.labels.index("disc")
-            ]
+        """The ROI around the most disc-like blob of the locators' mean disc probability (scored with
+        the cup probability too, where the locator predicts a cup)."""
+        maps = [
+            next(predict_images(m, [img], lo.preprocess, self.device, self.precision, 1))
             for m, (lo, _) in zip(self.locators, self.members, strict=True)
         ]
-        prob = np.mean(probs, axis=0)
+        lo = self.loc
+        prob = np.mean([p[lo.labels.index("disc")] for p in maps], axis=0)
+        score = prob + (
+            np.mean([p[lo.labels.index("cup")] for p in maps], axis=0) if "cup" in lo.labels else 0
+        )
         for thr, flags in ((0.5, []), (0.2, ["disc_low_confidence"])):
-            roi = disc_roi(prob > thr, self.roi_scale)
+            roi = disc_roi(prob > thr, self.roi_scale, score=score)
             if roi is not None:
                 return roi, flags
         return self.crop_roi(img), ["disc_not_found"]
@@ -201,18 +205,29 @@ class FundusPredictor:
 
         img = match_channels(img, int(self.roi.preprocess["in_channels"]))
         h, w = img.shape[:2]
-        if self.input_kind == "crop":
-            roi, flags = self.crop_roi(img), ["input_crop"]
-        else:
-            roi, flags = self.locate(img)
-            if self.input_kind == "auto" and roi.side / self.roi_scale > 0.25 * min(h, w):
-                flags.append("input_crop")
         d = self.labels.index("disc")
-        prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-        new = disc_roi(prob[d] > self.threshold, self.roi_scale)
+        score_of = lambda p: p[d] + (p[self.labels.index("cup")] if "cup" in self.labels else 0)  # noqa: E731
+        roi, flags, prob = self.crop_roi(img), [], None
+        if self.input_kind != "full":
+            # a disc-centred crop: the ROI model on the whole image sees a disc filling much of it
+            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+            found = disc_roi(prob[d] > self.threshold, 1.0, score=score_of(prob))
+            if self.input_kind == "auto" and (found is None or found.side < 0.3 * max(h, w)):
+                prob = None
+        if prob is None:
+            roi, flags = self.locate(img)
+            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+        # re-centre once on the disc that the ROI model itself sees, when that moves the ROI noticeably
+        new = disc_roi(prob[d] > self.threshold, self.roi_scale, score=score_of(prob))
         if new is not None and _moved(roi, new):
             roi = new
             prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+        self.last_input_kind = (
+            "full" if flags or roi.side / self.roi_scale < 0.3 * max(h, w) else "crop"
+        )
+        disc_share = float((prob[d] > self.threshold).sum()) / (roi.side / self.roi_scale) ** 2
+        if not 0.3 <= disc_share <= 1.2:  # a disc is about (1/scale)^2 of its ROI (pi/4 of the box)
+            flags.append("disc_size_unusual")
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
         if self.postprocess and "disc" in masks and "cup" in masks:
             from biounet.fundus.postprocess import clean_disc_cup
@@ -226,9 +241,9 @@ class FundusPredictor:
 
 
 def _moved(a: Roi, b: Roi) -> bool:
-    """True when ROI b is centred more than 10 % of a's side away from a, or sized outside 0.8-1.25 x."""
+    """True when ROI b is centred more than 5 % of a's side away from a, or sized outside 0.9-1.11 x."""
     shift = max(abs(a.cy - b.cy), abs(a.cx - b.cx)) / a.side
-    return shift > 0.1 or not 0.8 <= b.side / a.side <= 1.25
+    return shift > 0.05 or not 0.9 <= b.side / a.side <= 1 / 0.9
 
 
 def save_ensemble(members: list[Path], out: Path) -> Path:

@@ -23,17 +23,34 @@ class Roi:
     side: float
 
 
-def disc_roi(disc: np.ndarray, scale: float = 2.0, min_side: float = 32.0) -> Roi | None:
-    """(H, W) bool disc mask -> square ROI centred on the largest component's bounding-box centre, side =
-    ``scale`` x the component's larger extent. None when the mask is empty."""
+def disc_roi(
+    disc: np.ndarray, scale: float = 2.0, min_side: float = 32.0, score: np.ndarray | None = None
+) -> Roi | None:
+    """(H, W) bool disc mask -> square ROI centred on one component's bounding-box centre, side =
+    ``scale`` x that component's larger extent. The component is the largest, or with ``score``
+    ((H, W) float) the one of highest ``disc_component_score``. None when the mask is empty."""
     lab, n = ndimage.label(disc)
     if n == 0:
         return None
-    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    rows, cols = np.nonzero(lab == int(np.argmax(sizes)) + 1)
+    idx = np.arange(1, n + 1)
+    if score is None:
+        values = ndimage.sum_labels(np.ones_like(lab), lab, index=idx)
+    else:
+        values = np.array([disc_component_score(lab == i, score) for i in idx])
+    rows, cols = np.nonzero(lab == int(np.argmax(values)) + 1)
     cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
     extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
     return Roi(float(cy), float(cx), max(min_side, float(extent) * scale))
+
+
+def disc_component_score(comp: np.ndarray, score: np.ndarray) -> float:
+    """How disc-like a candidate component is: its ``score`` mass (e.g. disc probability plus cup
+    probability, since a real disc holds a cup) times its roundness, area / (larger extent)^2
+    (pi/4 for a disc), so a compact blob beats a long bright streak along the edge of the field of
+    view of the same area."""
+    rows, cols = np.nonzero(comp)
+    extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    return float(score[comp].sum()) * float(comp.sum()) / float(extent) ** 2
 
 
 def roi_theta(

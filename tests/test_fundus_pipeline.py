@@ -1,0 +1,84 @@
+"""The two-stage fundus pipeline: ROI geometry, disc choice, training, prediction on full images and
+crops, ensembles."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from biounet.checkpoint import PipelineCheckpoint, load_any
+from biounet.fundus.pipeline import FundusConfig, FundusPredictor, _moved, fit_fundus, save_ensemble
+from biounet.fundus.roi import Roi, crop_rois, disc_roi, paste_roi, roi_theta
+from biounet.metrics import binary_scores
+
+
+def _disc(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_disc_roi_is_centred_and_sized_from_the_disc() -> None:
+    m = np.zeros((100, 120), bool)
+    m[20:40, 50:70] = True  # 20 x 20 box: centre (29.5, 59.5)
+    assert disc_roi(m, scale=2.0) == Roi(29.5, 59.5, 40.0)
+    assert disc_roi(np.zeros((5, 5), bool)) is None
+
+
+def test_disc_roi_with_score_prefers_a_compact_blob_over_a_larger_streak() -> None:
+    m = np.zeros((200, 200), bool)
+    m[5:195, 0:12] = True  # a long bright streak along the edge: 2280 px
+    disc = _disc(200, 200, 100, 120, 25)  # a compact disc: ~1960 px
+    m |= disc
+    assert disc_roi(m).cx < 12  # the largest component is the streak
+    roi = disc_roi(m, score=m.astype(float))
+    assert abs(roi.cy - 100) <= 1 and abs(roi.cx - 120) <= 1
+
+
+def test_crop_then_paste_returns_the_mask_exactly() -> None:
+    h, w = 90, 130
+    d = _disc(h, w, 40, 80, 12)
+    roi = disc_roi(d, 2.0)
+    t = torch.from_numpy(d.astype(np.float32))[None, None]
+    crop = crop_rois(t, roi_theta([roi], [(h, w)]), 64)
+    back = paste_roi(crop[0], roi, h, w)
+    assert binary_scores(back[0] > 0.5, d)["dice"] > 0.98
+
+
+def test_roi_moved_thresholds() -> None:
+    a = Roi(100, 100, 200)
+    assert not _moved(a, Roi(105, 95, 210))
+    assert _moved(a, Roi(120, 100, 200))  # 10 % of the side
+    assert _moved(a, Roi(100, 100, 150))  # 0.75 x
+
+
+def test_fit_fundus_then_predict_full_images_crops_and_an_ensemble(
+    synthetic_data, tmp_path
+) -> None:
+    fc = FundusConfig(
+        data_root=str(synthetic_data),
+        locator_size=32,
+        locator_epochs=1,
+        roi_size=32,
+        roi_epochs=1,
+        batch_size=4,
+        precision="fp32",
+    )
+    ck_path = fit_fundus(fc, tmp_path / "run")
+    for sub in ("locator/best.pt", "roi/best.pt", "roi/metrics.csv", "fundus.pt"):
+        assert (tmp_path / "run" / sub).is_file(), sub
+    ck = load_any(ck_path)
+    assert isinstance(ck, PipelineCheckpoint) and set(ck.parts) == {"locator", "roi"}
+    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    for kind in ("auto", "full", "crop"):
+        r = FundusPredictor(ck, precision="fp32", tta=True, input_kind=kind).predict(img)
+        assert r.prob.shape == (2, 50, 70)
+        assert set(r.masks) == {"disc", "cup"} and r.masks["disc"].shape == (50, 70)
+        assert not (
+            r.masks["cup"] & ~r.masks["disc"]
+        ).any()  # post-processing keeps cup inside disc
+    ens = save_ensemble([ck_path, ck_path], tmp_path / "ens.pt")
+    e = FundusPredictor(load_any(ens), precision="fp32")
+    assert len(e.members) == 2
+    one = FundusPredictor(ck, precision="fp32").predict(img)
+    two = e.predict(img)
+    np.testing.assert_allclose(one.prob, two.prob, atol=1e-5)  # two identical members = one
