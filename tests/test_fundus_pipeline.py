@@ -82,3 +82,18 @@ def test_fit_fundus_then_predict_full_images_crops_and_an_ensemble(
     one = FundusPredictor(ck, precision="fp32").predict(img)
     two = e.predict(img)
     np.testing.assert_allclose(one.prob, two.prob, atol=1e-5)  # two identical members = one
+
+
+def test_ensemble_cli_refuses_a_single_model_checkpoint(synthetic_data, tmp_path, capsys) -> None:
+    from biounet.checkpoint import save_checkpoint
+    from biounet.cli import main
+    from biounet.infer import preprocess_spec
+    from biounet.models import build_model, preset
+
+    cfg = preset("small", in_channels=3, out_channels=2)
+    save_checkpoint(
+        tmp_path / "m.pt", build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(32, 3)
+    )
+    assert main(["ensemble", "--out", str(tmp_path / "e.pt"), str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not a fundus pipeline checkpoint" in err and "Traceback" not in err

@@ -293,6 +293,14 @@ def cmd_model_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(a: argparse.Namespace) -> int:
+    from biounet.fundus.pipeline import save_ensemble
+
+    out = save_ensemble(a.members, a.out)
+    print(f"ensemble of {len(a.members)} fundus pipelines: {out}")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from biounet.demo import run_demo
 
@@ -523,6 +531,13 @@ def parser() -> argparse.ArgumentParser:
     xi.add_argument("--format", choices=["nnunet"], required=True)
     xi.add_argument("--out", type=Path, required=True, help="biounet dataset folder to write")
     xi.set_defaults(func=cmd_import_dataset)
+
+    en = sub.add_parser(
+        "ensemble", help="bundle fundus pipelines (e.g. cross-validation folds) into one"
+    )
+    en.add_argument("--out", type=Path, required=True)
+    en.add_argument("members", nargs="+", type=Path, help="fundus.pt files")
+    en.set_defaults(func=cmd_ensemble)
 
     d = sub.add_parser("demo", help="generate synthetic fundus data, train, evaluate, predict")
     d.add_argument("--out", type=Path, default=Path("demo_out"))

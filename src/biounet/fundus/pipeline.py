@@ -248,11 +248,18 @@ def _moved(a: Roi, b: Roi) -> bool:
 
 def save_ensemble(members: list[Path], out: Path) -> Path:
     """Bundle several fundus.pt files (e.g. the cross-validation folds) into one ensemble file."""
-    from biounet.checkpoint import read_payload
+    from biounet.checkpoint import PIPELINE_FORMAT, read_payload
+    from biounet.errors import BiounetError
 
     parts, settings = {}, []
     for i, path in enumerate(members):
         payload = read_payload(path)
+        if payload.get("format") != PIPELINE_FORMAT or not {"locator", "roi"} <= set(
+            payload.get("parts", {})
+        ):
+            raise BiounetError(
+                f"{path}: not a fundus pipeline checkpoint (fundus.pt from train --pipeline fundus)"
+            )
         suffix = "" if i == 0 else f"_{i}"
         parts[f"locator{suffix}"] = payload["parts"]["locator"]
         parts[f"roi{suffix}"] = payload["parts"]["roi"]
