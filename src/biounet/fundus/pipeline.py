@@ -138,10 +138,10 @@ class FundusPredictor:
     ``roi_1``, ...; see ``save_ensemble``) averages their probabilities.
 
     ``input_kind``: "full" (the locator finds the disc on the downscaled photograph), "crop" (the
-    image is taken as centred on the disc: the first ROI is the whole image) or "auto" (the ROI model
-    first looks at the whole image; a disc spanning at least 30 % of it means a crop, else the locator
-    runs). In every case the ROI is then re-centred once on the disc that the ROI model itself found,
-    when that moves it noticeably."""
+    image is taken as centred on the disc: the first ROI is the whole image) or "auto" (as "full";
+    when that reading raises a doubt flag, the image is tried as a crop too, and taken as one when
+    that reading raises none). In every case the ROI is re-centred once on the disc that the ROI
+    model itself found, when that moves it noticeably."""
 
     def __init__(
         self,
@@ -200,34 +200,41 @@ class FundusPredictor:
             out.extend(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True))
         return torch.stack(out).mean(0)
 
-    def predict(self, img: np.ndarray) -> FundusResult:
-        from biounet.data.transforms import match_channels
-
-        img = match_channels(img, int(self.roi.preprocess["in_channels"]))
+    def segment(
+        self, img: np.ndarray, roi: Roi, flags: list[str]
+    ) -> tuple[Roi, np.ndarray, list[str]]:
+        """ROI model on ``roi``, re-centred once on the disc it finds when that moves the ROI
+        noticeably. Returns the ROI used, (L, H, W) probabilities and ``flags`` plus
+        "disc_size_unusual" when the disc does not fill about (1/roi_scale)^2 of the ROI."""
         h, w = img.shape[:2]
         d = self.labels.index("disc")
         score_of = lambda p: p[d] + (p[self.labels.index("cup")] if "cup" in self.labels else 0)  # noqa: E731
-        roi, flags, prob = self.crop_roi(img), [], None
-        if self.input_kind != "full":
-            # a disc-centred crop: the ROI model on the whole image sees a disc filling much of it
-            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-            found = disc_roi(prob[d] > self.threshold, 1.0, score=score_of(prob))
-            if self.input_kind == "auto" and (found is None or found.side < 0.3 * max(h, w)):
-                prob = None
-        if prob is None:
-            roi, flags = self.locate(img)
-            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-        # re-centre once on the disc that the ROI model itself sees, when that moves the ROI noticeably
+        prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
         new = disc_roi(prob[d] > self.threshold, self.roi_scale, score=score_of(prob))
         if new is not None and _moved(roi, new):
             roi = new
             prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-        self.last_input_kind = (
-            "full" if flags or roi.side / self.roi_scale < 0.3 * max(h, w) else "crop"
-        )
-        disc_share = float((prob[d] > self.threshold).sum()) / (roi.side / self.roi_scale) ** 2
-        if not 0.3 <= disc_share <= 1.2:  # a disc is about (1/scale)^2 of its ROI (pi/4 of the box)
+        share = float((prob[d] > self.threshold).sum()) / (roi.side / self.roi_scale) ** 2
+        flags = list(flags)
+        if not 0.3 <= share <= 1.2:  # a round disc fills pi/4 of its (side / scale)^2 box
             flags.append("disc_size_unusual")
+        return roi, prob, flags
+
+    def predict(self, img: np.ndarray) -> FundusResult:
+        from biounet.data.transforms import match_channels
+
+        img = match_channels(img, int(self.roi.preprocess["in_channels"]))
+        if self.input_kind == "crop":
+            roi, prob, flags = self.segment(img, self.crop_roi(img), [])
+            self.last_input_kind = "crop"
+        else:
+            roi, prob, flags = self.segment(img, *self.locate(img))
+            self.last_input_kind = "full"
+            if self.input_kind == "auto" and flags:
+                # the photograph reading is doubtful: try the image as a disc-centred crop
+                c_roi, c_prob, c_flags = self.segment(img, self.crop_roi(img), [])
+                if not c_flags:
+                    roi, prob, flags, self.last_input_kind = c_roi, c_prob, c_flags, "crop"
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
         if self.postprocess and "disc" in masks and "cup" in masks:
             from biounet.fundus.postprocess import clean_disc_cup
