@@ -93,7 +93,15 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
