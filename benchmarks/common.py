@@ -112,10 +112,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def update_results(name: str, key: str, value: Any) -> dict[str, Any]:
-    """Set ``key`` in benchmarks/results/<name>.json (other keys kept), with commit and machine."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def update_results(name: str, key: str, value: Any, results: Path = RESULTS) -> dict[str, Any]:
+    """Set ``key`` in <results>/<name>.json (default benchmarks/results; other keys kept), with
+    commit and machine."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = value
     data["commit"] = git_commit()

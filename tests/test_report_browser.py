@@ -75,8 +75,9 @@ def test_report_loads_without_console_errors_and_sorts(report: Path, tmp_path: P
     dom, err = chromium(tmp_path, report.as_uri() + "#selftest", "--dump-dom")
     assert console_lines(err) == []
     title = re.search(r"<title>(.*?)</title>", dom).group(1)
-    # 3 test images; both sort directions ordered; all 4 embedded images (3 cases, curves) decoded
-    assert title == "selftest ok rows=3 sorted=true images=4/4", title
+    # 3 test images; both sort directions ordered; all 5 embedded images (3 cases, the reliability
+    # diagram, curves) decoded
+    assert title == "selftest ok rows=3 sorted=true images=5/5", title
     table = re.search(r'<table class="sortable" id="per-image">.*?</table>', dom, re.S).group(0)
     assert table.count("<tr>") == 1 + 3  # header + one row per image
     # after the self-test's two clicks the rows are in descending mean Dice (cells: #, mean, ...)

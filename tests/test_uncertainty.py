@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -78,3 +79,45 @@ def test_predict_uncertainty_writes_maps_and_scores(synthetic_data: Path, tmp_pa
     assert [r["stem"] for r in rows] == ["synth_006", "synth_007"]
     assert set(rows[0]) == {"stem", "file", "uncertainty", "uncertainty_disc", "uncertainty_cup"}
     assert all(0 <= float(r[k]) <= 1 for r in rows for k in r if k.startswith("uncertainty"))
+
+
+@pytest.mark.slow
+def test_evaluate_uncertainty_scores_as_predict_and_calibration(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    cfg = preset("small", in_channels=3, out_channels=2)
+    ck = tmp_path / "untrained.pt"
+    save_checkpoint(ck, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(64, 3), {})
+    common = ["--checkpoint", str(ck), "--precision", "fp32", "--uncertainty"]
+    ev = ["evaluate", *common, "--data", str(synthetic_data), "--out", str(tmp_path / "e")]
+    assert main(["-q", *ev]) == 0
+    test = [synthetic_data / "images" / f"synth_00{i}.png" for i in (6, 7, 8)]
+    assert main(["-q", "predict", *common, "--out", str(tmp_path / "p"), *map(str, test)]) == 0
+
+    def rows(path: Path) -> dict[str, dict[str, str]]:
+        with open(path, newline="") as f:
+            return {r["stem"]: r for r in csv.DictReader(f)}
+
+    # evaluate's per-image scores are predict --uncertainty's, to the digit
+    by_eval, by_predict = (
+        rows(tmp_path / "e" / "per_image_measures.csv"),
+        rows(tmp_path / "p" / "uncertainty.csv"),
+    )
+    assert sorted(by_eval) == sorted(by_predict) == ["synth_006", "synth_007", "synth_008"]
+    for stem, r in by_predict.items():
+        for k in ("uncertainty", "uncertainty_disc", "uncertainty_cup"):
+            assert float(by_eval[stem][k]) == float(r[k])
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    u = summary["uncertainty"]
+    assert set(u) >= {"mean_over_labels", "disc", "cup"} and u["dice_below"] == 0.8
+    for k in ("mean_over_labels", "disc", "cup"):
+        assert u[k]["n_images"] == 3
+        assert u[k]["auroc"] is None or 0 <= u[k]["auroc"] <= 1
+    cal = json.loads((tmp_path / "e" / "calibration.json").read_text())
+    for lb in ("disc", "cup"):
+        assert sum(cal["labels"][lb]["count"]) == 3 * 64 * 72  # every pixel, at the mask's size
+        assert summary["labels"][lb]["ece"] == cal["labels"][lb]["ece"]
+        assert 0 <= summary["labels"][lb]["ece"] <= 1
+    page = (tmp_path / "e" / "report.html").read_text()
+    assert 'alt="reliability diagram"' in page and 'data-key="uncertainty"' in page
+    assert "images with Dice &lt; 0.8</th><th>AUROC</th>" in page  # the uncertainty table

@@ -149,6 +149,7 @@ def evaluate(
     precision: str = "auto",
     tta: bool = False,
     postprocess: bool = True,
+    uncertainty: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint on a dataset split at each mask's own resolution; returns the summary
     (also written as ``summary.json``, with ``per_image.csv`` and ``report.html``).
@@ -156,7 +157,10 @@ def evaluate(
     ``split``: a split of the dataset's splits.json (default ``"test"``, or every image when
     there is no splits.json). ``out_dir``: default ``<checkpoint folder>/eval_<split>``.
     The summary's ``"labels"`` maps each label to ``dice_mean``, ``dice_std``, ``dice_median``,
-    ``dice_min`` and the same for iou, precision, recall, bce, hd95 and asd (pixels).
+    ``dice_min`` and the same for iou, precision, recall, bce, hd95 and asd (pixels), and
+    ``ece`` (the calibration error of its probabilities, pixels of all images pooled).
+    ``uncertainty``: also each image's uncertainty score (as ``predict --uncertainty``) and, in
+    ``summary["uncertainty"]``, its AUROC for finding the images with Dice below 0.8.
     """
     from biounet.evaluate import evaluate_checkpoint
 
@@ -172,4 +176,5 @@ def evaluate(
         precision,
         tta=tta,
         postprocess=postprocess,
+        uncertainty=uncertainty,
     )

@@ -218,6 +218,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         a.threshold,
         a.precision,
         invert_masks=a.invert_masks or (),
+        tta=a.tta,
+        postprocess=not a.no_postprocess,
+        fit_ellipse=a.ellipse,
+        uncertainty=a.uncertainty,
     )
     print(format_summary(s))
     print(f"wrote {a.out}/per_image.csv, summary.json and report.html")
@@ -233,6 +237,21 @@ def format_summary(s: dict) -> str:
         lines.append(
             f"{lb:<12}{m['dice_mean']:>9.4f} ±{m['dice_std']:.3f}{m['iou_mean']:>9.4f} ±{m['iou_std']:.3f}"
             f"{m['precision_mean']:>12.4f}{m['recall_mean']:>10.4f}{m['bce_mean']:>8.4f}"
+        )
+    if all("ece" in m for m in s["labels"].values()):
+        lines.append(
+            "calibration error (ECE, pixels pooled): "
+            + ", ".join(f"{lb} {m['ece']:.4f}" for lb, m in s["labels"].items())
+        )
+    if "uncertainty" in s:
+        u = s["uncertainty"]
+        lines.append(
+            f"uncertainty score, AUROC for Dice < {u['dice_below']}: "
+            + ", ".join(
+                f"{k} {'-' if v['auroc'] is None else format(v['auroc'], '.3f')} ({v['n_below']} below)"
+                for k, v in u.items()
+                if isinstance(v, dict)
+            )
         )
     if "vcdr" in s:
         v = s["vcdr"]
@@ -462,6 +481,12 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+    e.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also each image's uncertainty score (as predict --uncertainty) and its AUROC for "
+        "finding the images with Dice below 0.8",
+    )
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from biounet.calibration import DICE_BELOW, N_BINS, ReliabilityBins, score_vs_dice
 from biounet.data.dataset import load_masks
 from biounet.data.folder import discover, read_splits, resolve_labels, select_split
 from biounet.data.io import read_image
@@ -23,6 +24,7 @@ from biounet.errors import BiounetError
 from biounet.losses import article_dice_loss_pooled, article_iou_pooled
 from biounet.metrics import METRICS, bce, binary_scores, summarize
 from biounet.predictor import make_predictor
+from biounet.uncertainty import image_uncertainty
 
 COLUMNS = ["stem", "label", *METRICS, "hd95", "asd"]
 
@@ -42,15 +44,22 @@ def evaluate_checkpoint(
     article_size: int | None = None,
     stems: Sequence[str] | None = None,
     report: bool = True,
+    uncertainty: bool = False,
 ) -> dict[str, Any]:
-    """Writes per_image.csv, summary.json, cases/ (best, median, worst thumbnails) and, with
-    ``report``, report.html into ``out_dir``; returns the summary. ``stems``: only these images of
-    the split.
+    """Writes per_image.csv, summary.json, calibration.json + reliability.png, cases/ (best,
+    median, worst thumbnails) and, with ``report``, report.html into ``out_dir``; returns the
+    summary. ``stems``: only these images of the split.
 
     Per image and label: Dice, IoU, BCE, precision, recall, HD95 and average surface distance (pixels)
     of the final masks at the mask's resolution. Also the article's own numbers ("article_metrics"):
     BCE, 1 - soft Dice and IoU pooled over batches of ``batch_size`` images and all labels, at the
-    network resolution. Fundus data (disc + cup) also get vCDR per image and its error."""
+    network resolution. Fundus data (disc + cup) also get vCDR per image and its error.
+
+    Calibration: the ECE of each label's probabilities (``labels.<label>.ece``; pixels of all
+    images pooled, see ``biounet.calibration``). ``uncertainty``: each image's uncertainty scores
+    as ``predict --uncertainty`` computes them (in per_image_measures.csv), and in
+    ``summary["uncertainty"]`` how well they find the images with Dice below 0.8 (AUROC) and
+    their Spearman correlation with Dice."""
     pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
     root = Path(data_root)
     if split is None:
@@ -67,14 +76,22 @@ def evaluate_checkpoint(
     )
     size = article_size or _network_size(pred)
     rows, image_rows, art = [], [], {"bce": [], "dice_loss": [], "iou": []}
+    calib = ReliabilityBins(pred.labels, N_BINS)
     batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for s in samples:
         img = read_image(s.image)
         target = load_masks(s, pred.labels, invert, img.shape[:2])
         p = pred.predict(img)
         rows.extend(label_rows(s.stem, p.prob, p.masks, target, pred.labels))
+        calib.add(p.prob, target)
+        scores = image_uncertainty(pred, img, p)[1] if uncertainty else {}
         image_rows.append(
-            {"stem": s.stem, **_measure_row(p, target, pred.labels), "flags": ";".join(p.flags)}
+            {
+                "stem": s.stem,
+                **_measure_row(p, target, pred.labels),
+                **scores,
+                "flags": ";".join(p.flags),
+            }
         )
         batch.append((img, target, p.prob))
         if len(batch) == batch_size or s is samples[-1]:
@@ -105,6 +122,9 @@ def evaluate_checkpoint(
     }
     if "vcdr" in image_rows[0]:
         summary["vcdr"] = vcdr_summary(image_rows, root)
+    write_calibration(out_dir, calib, summary)
+    if uncertainty:
+        summary["uncertainty"] = uncertainty_summary(image_rows, rows, pred.labels)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     from biounet.report import save_cases, write_evaluation_report
 
@@ -137,6 +157,42 @@ def label_rows(
         row["asd"] = average_surface_distance(masks[lb], t)
         rows.append(row)
     return rows
+
+
+def write_calibration(out_dir: Path, calib: ReliabilityBins, summary: dict[str, Any]) -> None:
+    """calibration.json (ECE and per-bin confidence, accuracy, count per label), reliability.png,
+    and the ECE into ``summary["labels"][label]["ece"]``."""
+    from biounet.viz import plot_reliability
+
+    table = calib.table()
+    for lb, t in table.items():
+        summary["labels"][lb]["ece"] = t["ece"]
+    summary["calibration"] = {
+        "ece_bins": calib.n_bins,
+        "pixels": "all images pooled, each at its mask's own resolution",
+        "bins": "equal-width bins of the predicted probability; per bin in calibration.json",
+    }
+    doc = {**summary["calibration"], "labels": table}
+    (out_dir / "calibration.json").write_text(json.dumps(doc, indent=1))
+    plot_reliability(table, out_dir / "reliability.png")
+
+
+def uncertainty_summary(
+    image_rows: list[dict[str, Any]], rows: list[dict[str, Any]], labels: tuple[str, ...]
+) -> dict[str, Any]:
+    """``score_vs_dice`` of the per-image uncertainty scores, with what the score is."""
+    dice: dict[str, dict[str, float]] = {}
+    for r in rows:
+        dice.setdefault(r["stem"], {})[r["label"]] = float(r["dice"])
+    scores = {
+        r["stem"]: {k: v for k, v in r.items() if k.startswith("uncertainty")} for r in image_rows
+    }
+    return {
+        "score": "mean entropy (bits) of the flip-averaged probability around the predicted "
+        "structures, as predict --uncertainty (biounet.uncertainty)",
+        "dice_below": DICE_BELOW,
+        **score_vs_dice(scores, dice, labels, DICE_BELOW),
+    }
 
 
 def _measure_row(p: Any, target: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from biounet.data.dataset import load_masks
 from biounet.data.folder import Sample
 from biounet.data.io import read_image, save_png
 from biounet.report_assets import LEGEND, PAGE
+from biounet.report_calibration import calibration_html
 from biounet.viz import contour_thumbnail, label_colours
 
 # Per-label table rows: metric column, display name, whether larger is better, decimals.
@@ -59,8 +60,13 @@ def write_report(
         sections += [
             ("metrics", "Metrics per label", label_table(rows) + more),
             ("cases", "Best, median and worst images", cases_html(eval_dir / "cases")),
-            ("images", "Per image (click a column to sort)", image_table(rows, measures)),
         ]
+        if (eval_dir / "calibration.json").is_file():
+            html = calibration_html(eval_dir)
+            sections.append(("calibration", "Calibration and uncertainty", html))
+        sections.append(
+            ("images", "Per image (click a column to sort)", image_table(rows, measures))
+        )
     if run_dir is not None and (run_dir / "curves.png").is_file():
         sections.append(("curves", "Training curves", curves_html(run_dir)))
     sections.append(("config", "Configuration", config_table(config)))
@@ -145,14 +151,15 @@ def image_table(rows: list[dict[str, str]], measures: list[dict[str, str]]) -> s
     for r in rows:
         by_stem.setdefault(r["stem"], {})[r["label"]] = r
     extra = {m["stem"]: m for m in measures}
-    mcols = [k for k in ("vcdr", "vcdr_true_masks") if measures and k in measures[0]]
+    names = {"vcdr": "vCDR", "vcdr_true_masks": "vCDR (true masks)", "uncertainty": "uncertainty"}
+    mcols = [k for k in names if measures and k in measures[0]]
     cols = [("n", "#"), ("stem", "image"), ("dice_mean", "Dice mean")]
     cols += [
         (f"{m}_{lb}", f"{name} {lb}")
         for m, name in [("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95")]
         for lb in labels
     ]
-    cols += [(k, "vCDR" if k == "vcdr" else "vCDR (true masks)") for k in mcols]
+    cols += [(k, names[k]) for k in mcols]
     head = "".join(f'<th data-key="{escape(k)}" title="sort">{escape(h)}</th>' for k, h in cols)
     body = []
     for i, (stem, per) in enumerate(by_stem.items(), 1):
@@ -268,7 +275,11 @@ def write_evaluation_report(
     its run folder."""
     settings = {k: v for k, v in summary.items() if not isinstance(v, dict)}
     config = {"evaluation": settings, "training": train_config or "not recorded in the checkpoint"}
-    numbers = {k: v for k, v in summary.items() if isinstance(v, dict) and k != "labels"}
+    numbers = {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, dict) and k not in ("labels", "calibration", "uncertainty")  # own section
+    }
     run_dir = checkpoint.parent if (checkpoint.parent / "curves.png").is_file() else None
     title = f"biounet evaluation: {checkpoint.name} on {Path(summary['data']).name}"
     note = (

@@ -77,6 +77,50 @@ def plot_curves(
     plt.close(fig)
 
 
+def plot_reliability(table: dict[str, dict], path: Path) -> None:
+    """Reliability diagram per label from ``ReliabilityBins.table()``: accuracy (fraction in the
+    mask) against confidence (mean predicted probability) per bin, and the pixels per bin (log
+    scale), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        2, len(table), figsize=(3.6 * len(table), 5), squeeze=False, height_ratios=[3, 1.3]
+    )
+    for (top, bottom), (lb, t) in zip(axes.T, table.items(), strict=True):
+        n = len(t["count"])
+        centres = (np.arange(n) + 0.5) / n
+        seen = [k for k in range(n) if t["count"][k]]
+        top.bar(
+            centres[seen],
+            [t["accuracy"][k] for k in seen],
+            width=1 / n,
+            color="#9db9d9",
+            edgecolor="#1f5fa8",
+            label="fraction in the mask",
+        )
+        top.plot([0, 1], [0, 1], color="#666", linestyle="--", linewidth=1, label="calibrated")
+        top.plot(
+            [t["confidence"][k] for k in seen],
+            [t["accuracy"][k] for k in seen],
+            "o",
+            color="#c0392b",
+            markersize=3.5,
+            label="(mean probability, fraction)",
+        )
+        top.set(xlim=(0, 1), ylim=(0, 1), title=f"{lb}: ECE {t['ece']:.4f}")
+        top.set_ylabel("accuracy (fraction in the mask)")
+        top.legend(fontsize=7, loc="upper left")
+        bottom.bar(centres, t["count"], width=1 / n, color="#bbb")
+        bottom.set_yscale("log")
+        bottom.set(xlim=(0, 1), xlabel="confidence (predicted probability)", ylabel="pixels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def contour_thumbnail(
     image: np.ndarray,
     truth: dict[str, np.ndarray],
