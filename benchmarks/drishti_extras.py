@@ -7,7 +7,8 @@ probabilities are, a screenshot of the evaluation report, and the nnU-Net round 
    fundus_drishti.json) on the test split: AUROC of the uncertainty score for the images with Dice
    below 0.8 (mean over labels, and per label), Spearman of score and Dice, ECE per label.
 2. A headless-chromium screenshot of that report.html (first ``--height`` px at ``--width`` px,
-   palette PNG) to <results>/drishti_report.png. The report embeds 256 px case thumbnails and
+   palette PNG) to <work>/drishti_report.png (never committed: it shows crops of the research-only
+   dataset). The report embeds 256 px case thumbnails and
    plots only; the script checks that and lists every embedded image's size.
 3. The dataset exported as an nnU-Net v2 raw dataset and imported back, every image and mask
    compared with the original as decoded pixel arrays.
@@ -274,7 +275,8 @@ def main() -> None:
         elif not report.is_file():
             print(f"{report} not found: run the eval step first", file=sys.stderr)
         else:
-            dest = args.results / "drishti_report.png"
+            # into the scratch folder, not the repository: its thumbnails are crops of research-only data
+            dest = args.work / "drishti_report.png"
             save("screenshot", screenshot(report, dest, args.work, args.width, args.height))
     if "nnunet" in steps:
         save("nnunet_round_trip", round_trip(data, args.work))

@@ -65,7 +65,7 @@ def test_drishti_extras_on_synthetic_data(tmp_path: Path) -> None:
         not list(data.rglob("*nnunet*")) and (tmp_path / "work" / "eval" / "report.html").is_file()
     )
     if Path("/usr/bin/chromium").is_file():
-        shot = results / "drishti_report.png"
+        shot = tmp_path / "work" / "drishti_report.png"
         with Image.open(shot) as im:
             assert im.size == (1000, 2000) and im.mode == "P"
         assert shot.stat().st_size < 500_000 and out["screenshot"]["console_messages"] == []
