@@ -211,3 +211,22 @@ def test_training_is_repeatable_with_the_same_seed(
     # and the comparison can tell runs apart: another seed gives another loss
     assert train(synthetic_data, tmp_path / "c", 1, "--seed", "1") == 0
     assert read_csv(tmp_path / "c" / "metrics.csv")[0]["train_loss"] != ra[0]["train_loss"]
+
+
+def test_tensorboard_flag_without_the_package_is_a_clean_error(
+    synthetic_data, tmp_path, capsys
+) -> None:
+    import importlib.util
+
+    from biounet.cli import main
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        import pytest
+
+        pytest.skip("tensorboard is installed here; the missing-package error cannot be shown")
+    rc = main(
+        ["train", "--data", str(synthetic_data), "--out", str(tmp_path / "r"), "--tensorboard"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "--tensorboard" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -81,6 +82,10 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
     """The one config of a training run, from the CLI arguments and the preset's recipe."""
     from biounet.models import preset
 
+    if getattr(a, "tensorboard", False) and importlib.util.find_spec("tensorboard") is None:
+        raise BiounetError(
+            "--tensorboard: the tensorboard package is not installed (pip install tensorboard)"
+        )
     r = RECIPES.get(a.preset, RECIPES["small"])
     model = preset(a.preset, in_channels=a.in_channels or 0)
     pick = lambda v, key: r[key] if v is None else v  # noqa: E731
@@ -103,6 +108,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         precision=a.precision,
         max_minutes=a.max_minutes or 0.0,
         deterministic=a.deterministic,
+        tensorboard=a.tensorboard,
         sync_bn=a.sync_bn,
     )
     return RunConfig(data=data, model=model, train=train, preset=a.preset)
@@ -384,6 +390,11 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last.pt (its config.yaml; --epochs may extend it)",
+    )
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log each epoch's metrics for TensorBoard in RUN_DIR/tensorboard",
     )
     t.add_argument(
         "--deterministic",

@@ -90,6 +90,7 @@ class TrainConfig:
     deterministic: bool = False
     sync_bn: bool = False
     compile: bool = False
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

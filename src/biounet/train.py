@@ -357,6 +357,20 @@ def train_loop(
     return model
 
 
+def log_tensorboard(log_dir: Path, row: dict[str, float]) -> None:
+    """One epoch's metrics.csv row as TensorBoard scalars (optional: needs the tensorboard package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise BiounetError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from e
+    with SummaryWriter(str(log_dir)) as w:
+        for k, v in row.items():
+            if k != "epoch":
+                w.add_scalar(k, v, int(row["epoch"]))
+
+
 def save_epoch(
     cfg: RunConfig,
     model: nn.Module,
@@ -386,6 +400,8 @@ def save_epoch(
         preprocess,
         {**info, "train_state": train_state},
     )
+    if cfg.train.tensorboard:  # after the checkpoints, so a logging failure loses nothing
+        log_tensorboard(out_dir / "tensorboard", row)
     log.info(
         "epoch %d: train loss %.4f, val loss %.4f, val dice %s, %.1fs",
         state.epoch,
