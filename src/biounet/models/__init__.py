@@ -13,68 +13,44 @@ from biounet.models.unet import UNet
 from biounet.models.unet_plus_plus import UNetPlusPlus
 from biounet.models.unet_valid import UNetValid
 
+_SEED = ModelConfig(
+    in_channels=3,
+    out_channels=2,
+    base_width=64,
+    depth=4,
+    norm="batch",
+    up_mode="nearest_conv",
+    bias=True,
+)
+_PAPER = ModelConfig(
+    in_channels=1,
+    out_channels=2,
+    base_width=64,
+    depth=4,
+    norm="none",
+    up_mode="transpose",
+    bias=True,
+)
+
 # name -> architecture. Why these widths: see README ("Models").
 PRESETS: dict[str, ModelConfig] = {
     # The article's model: 3 in, 2 out, widths 64..1024, BN after every conv, biased convs, nearest-upsample +
     # 3x3 conv decoder: 34,527,106 parameters.
-    "seed": ModelConfig(
-        in_channels=3,
-        out_channels=2,
-        base_width=64,
-        depth=4,
-        norm="batch",
-        up_mode="nearest_conv",
-        bias=True,
-    ),
+    "seed": _SEED,
     # Ronneberger et al. 2015 (padded convs): no BN, 2x2 up-conv; 31,030,658 parameters for 1 in / 2 out.
-    "paper": ModelConfig(
-        in_channels=1,
-        out_channels=2,
-        base_width=64,
-        depth=4,
-        norm="none",
-        up_mode="transpose",
-        bias=True,
-    ),
+    "paper": _PAPER,
     # Small default for CPU work: widths 16..256, 1.9M parameters.
     "small": ModelConfig(base_width=16, depth=4, norm="batch", up_mode="transpose", bias=False),
     # Middle size: widths 32..512, 7.8M parameters.
     "medium": ModelConfig(base_width=32, depth=4, norm="batch", up_mode="transpose", bias=False),
     # The article's Attention U-Net: "seed" + an attention gate per skip (1x1 convs + BN to F_l/2
     # channels): 34,878,638 parameters, as in the article.
-    "attention_seed": ModelConfig(
-        arch="attention_unet",
-        in_channels=3,
-        out_channels=2,
-        base_width=64,
-        depth=4,
-        norm="batch",
-        up_mode="nearest_conv",
-        bias=True,
-    ),
+    "attention_seed": dataclasses.replace(_SEED, arch="attention_unet"),
     # The article's UNet++: nested DoubleConv nodes, parameter-free bilinear upsampling, one head:
     # 36,629,698 parameters, as in the article (36,630,088 with deep supervision's 4 heads).
-    "unetpp_seed": ModelConfig(
-        arch="unet_plus_plus",
-        in_channels=3,
-        out_channels=2,
-        base_width=64,
-        depth=4,
-        norm="batch",
-        up_mode="bilinear",
-        bias=True,
-    ),
+    "unetpp_seed": dataclasses.replace(_SEED, arch="unet_plus_plus", up_mode="bilinear"),
     # The paper's U-Net as published: unpadded convs, 572 -> 388; same weights as "paper".
-    "paper_valid": ModelConfig(
-        arch="unet_valid",
-        in_channels=1,
-        out_channels=2,
-        base_width=64,
-        depth=4,
-        norm="none",
-        up_mode="transpose",
-        bias=True,
-    ),
+    "paper_valid": dataclasses.replace(_PAPER, arch="unet_valid"),
     # CPU sizes of the family, widths 16..256 like "small".
     "attention_small": ModelConfig(
         arch="attention_unet", base_width=16, depth=4, norm="batch", up_mode="transpose"
