@@ -335,7 +335,7 @@ def report() -> None:
     if "cv" in data:
         lines += [
             "",
-            "## Cross-validation ablation (5 folds on the 50 training images)",
+            f"## Cross-validation ablation ({data['cv'].get('folds_evaluated', '?')} of {data['cv']['folds']} folds, {data['cv'].get('images_evaluated', '?')} held-out training images)",
             "",
             "| variant | disc Dice | cup Dice | disc HD95 | cup HD95 | vCDR MAE |",
             "|---|---|---|---|---|---|",
