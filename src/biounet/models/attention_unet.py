@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from biounet.config import ModelConfig
-from biounet.models.blocks import DoubleConv, Down, OutConv, UpSample, pad_to_multiple
+from biounet.models.blocks import DoubleConv, UpSample
+from biounet.models.unet import UNet
 
 
 def conv1x1_norm(c_in: int, c_out: int, norm: str, bias: bool) -> nn.Sequential:
@@ -63,34 +63,11 @@ class AttentionUp(nn.Module):
         return self.conv(torch.cat([self.gate(g, skip), g], dim=1))
 
 
-class AttentionUNet(nn.Module):
+class AttentionUNet(UNet):
     """The U-Net of ``biounet.models.unet`` with an ``AttentionUp`` in place of every ``Up``.
 
     forward: (B, in_channels, H, W) float -> (B, out_channels, H, W) logits, for any H, W (zero-padded
     to a multiple of 2**depth, output cropped back).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        widths = [cfg.base_width * 2**i for i in range(cfg.depth + 1)]
-        self.inc = DoubleConv(cfg.in_channels, widths[0], cfg.norm, cfg.bias)
-        self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], cfg.norm, cfg.bias) for i in range(cfg.depth)
-        )
-        self.ups = nn.ModuleList(
-            AttentionUp(widths[i + 1], widths[i], widths[i], cfg.up_mode, cfg.norm, cfg.bias)
-            for i in reversed(range(cfg.depth))
-        )
-        self.outc = OutConv(widths[0], cfg.out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, 2**self.cfg.depth)
-        skips = [self.inc(x)]  # (B, w0, H, W)
-        for down in self.downs:
-            skips.append(down(skips[-1]))  # (B, w_i, H/2^i, W/2^i)
-        y = skips.pop()  # bottleneck (B, w_depth, H/2^depth, W/2^depth)
-        for up in self.ups:
-            y = up(y, skips.pop())
-        return self.outc(y)[..., :h, :w]
+    up_block = AttentionUp

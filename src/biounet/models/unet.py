@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from biounet.config import ModelConfig
-from biounet.models.blocks import DoubleConv, Down, OutConv, Up
+from biounet.models.blocks import DoubleConv, Down, OutConv, Up, pad_to_multiple
 
 
 class UNet(nn.Module):
@@ -15,8 +14,11 @@ class UNet(nn.Module):
     blocks (channels halving, skips concatenated), 1x1 head.
 
     forward: (B, in_channels, H, W) float -> (B, out_channels, H, W) logits, for any H, W: the input
-    is zero-padded to a multiple of 2**depth and the output cropped back.
+    is zero-padded to a multiple of 2**depth and the output cropped back. Subclasses change the
+    expanding path by setting ``up_block`` (same constructor arguments as ``Up``).
     """
+
+    up_block: type[nn.Module] = Up
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -27,17 +29,14 @@ class UNet(nn.Module):
             Down(widths[i], widths[i + 1], cfg.norm, cfg.bias) for i in range(cfg.depth)
         )
         self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], widths[i], cfg.up_mode, cfg.norm, cfg.bias)
+            self.up_block(widths[i + 1], widths[i], widths[i], cfg.up_mode, cfg.norm, cfg.bias)
             for i in reversed(range(cfg.depth))
         )
         self.outc = OutConv(widths[0], cfg.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = 2**self.cfg.depth
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_multiple(x, 2**self.cfg.depth)
         skips = [self.inc(x)]  # (B, w0, H, W)
         for down in self.downs:
             skips.append(down(skips[-1]))  # (B, w_i, H/2^i, W/2^i)
