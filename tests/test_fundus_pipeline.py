@@ -97,3 +97,22 @@ def test_ensemble_cli_refuses_a_single_model_checkpoint(synthetic_data, tmp_path
     assert main(["ensemble", "--out", str(tmp_path / "e.pt"), str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err
     assert "not a fundus pipeline checkpoint" in err and "Traceback" not in err
+
+
+def test_window_crops_equal_whole_image_crops() -> None:
+    """crop_roi_windows converts only the reachable window; it must sample exactly what a crop of
+    the whole image samples, rotated, flipped, at the border and wholly outside the image."""
+    from biounet.fundus.roi import crop_roi_windows
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (4, 3, 90, 130), generator=g, dtype=torch.uint8)
+    rois = [Roi(40, 60, 30), Roi(5, 125, 40), Roi(80, 3, 25.5), Roi(300, 300, 20)]
+    angle = torch.tensor([0.3, -0.35, 0.0, 0.1])
+    flip = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    for mode in ("bilinear", "nearest"):
+        whole = crop_rois(
+            imgs.float() / 255, roi_theta(rois, [(90, 130)] * 4, angle, flip), 32, mode
+        )
+        win = crop_roi_windows(imgs, rois, 32, mode, angle, flip, scale=1 / 255)
+        torch.testing.assert_close(win, whole, atol=1e-5, rtol=0)
+    assert win[3].abs().sum() == 0  # outside the image: zeros

@@ -20,7 +20,7 @@ import torch
 from biounet.checkpoint import PipelineCheckpoint, save_pipeline
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.io import read_image
-from biounet.fundus.roi import Roi, crop_rois, disc_roi, paste_roi, roi_theta
+from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_roi
 from biounet.fundus.train_roi import load_full, n_batches, roi_arrays, roi_batches
 from biounet.infer import (
     forward_probs,
@@ -190,8 +190,8 @@ class FundusPredictor:
 
     def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
         """(L, R, R) probabilities on the crop: mean over members (and over flips with TTA)."""
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
-        crop = crop_rois(x, roi_theta([roi], [img.shape[:2]]), self.roi_size)  # (1, C, R, R)
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]  # (1, C, H, W) uint8
+        crop = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255)  # (1, C, R, R)
         flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         batch = torch.cat([crop.flip(f) if f else crop for f in flips])
         out = []

@@ -19,7 +19,7 @@ from biounet.data.folder import Sample
 from biounet.data.io import read_image
 from biounet.data.transforms import AugmentParams, match_channels, photometric
 from biounet.errors import BiounetError
-from biounet.fundus.roi import Roi, crop_rois, disc_roi, roi_theta
+from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi
 
 
 @dataclass
@@ -76,7 +76,6 @@ def roi_batches(
     if n % bs == 1 and n > bs:
         order = order[:-1]
     p = AugmentParams()
-    hw = [tuple(full.images.shape[-2:])] * n
     for i in range(0, len(order), bs):
         idx = order[i : i + bs].tolist()
         b = len(idx)
@@ -104,18 +103,15 @@ def roi_batches(
             if cfg.data.augment
             else None
         )
-        theta = roi_theta(rois, [hw[j] for j in idx], angle, flip)
-        x = crop_rois(full.images[idx].float() / 255.0, theta, size)
-        y = crop_rois(full.masks[idx].float(), theta, size, mode="nearest")
+        x = crop_roi_windows(full.images[idx], rois, size, "bilinear", angle, flip, scale=1 / 255)
+        y = crop_roi_windows(full.masks[idx], rois, size, "nearest", angle, flip)
         yield (photometric(x, p, gen) if cfg.data.augment else x), y
 
 
 def roi_arrays(full: FullSet, size: int) -> ArrayDataset:
     """Ground-truth-centred crops, no augmentation, as uint8 arrays (for validation)."""
-    hw = [tuple(full.images.shape[-2:])] * len(full.stems)
-    theta = roi_theta(full.rois, hw)
-    x = crop_rois(full.images.float(), theta, size).round().clamp(0, 255).to(torch.uint8)
-    y = crop_rois(full.masks.float(), theta, size, mode="nearest").to(torch.uint8)
+    x = crop_roi_windows(full.images, full.rois, size).round().clamp(0, 255).to(torch.uint8)
+    y = crop_roi_windows(full.masks, full.rois, size, "nearest").to(torch.uint8)
     return ArrayDataset(list(full.stems), x, y, [])
 
 
