@@ -116,3 +116,17 @@ def test_window_crops_equal_whole_image_crops() -> None:
         win = crop_roi_windows(imgs, rois, 32, mode, angle, flip, scale=1 / 255)
         torch.testing.assert_close(win, whole, atol=1e-5, rtol=0)
     assert win[3].abs().sum() == 0  # outside the image: zeros
+
+
+def test_window_crops_of_a_list_of_differently_sized_images_equal_per_image_crops() -> None:
+    from biounet.fundus.roi import crop_roi_windows
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 256, (3, 50, 70), generator=g, dtype=torch.uint8)
+    b = torch.randint(0, 256, (3, 90, 40), generator=g, dtype=torch.uint8)
+    rois = [Roi(20, 30, 24), Roi(60, 20, 30)]
+    both = crop_roi_windows([a, b], rois, 16, scale=1 / 255)
+    assert both.shape == (2, 3, 16, 16)
+    for k, img in enumerate((a, b)):
+        one = crop_roi_windows(img[None], rois[k : k + 1], 16, scale=1 / 255)
+        assert torch.equal(both[k], one[0])

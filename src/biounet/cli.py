@@ -96,6 +96,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         invert_masks=a.invert_masks or (),
         val_fraction=a.val_fraction,
         augment=not a.no_augment,
+        camera_augment=a.camera_augment,
     )
     train = TrainConfig(
         epochs=pick(a.epochs, "epochs"),
@@ -183,6 +184,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         precision=a.precision,
         roi_scale=a.roi_scale,
         roi_minutes=a.max_minutes or 0.0,
+        camera_augment=a.camera_augment,
     )
     path = fit_fundus(fc, a.out)
     print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
@@ -383,7 +385,11 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a U-Net on a dataset folder")
-    t.add_argument("--data", type=Path, help="folder with images/ and masks/ (required)")
+    t.add_argument(
+        "--data",
+        type=Path,
+        help="folder with images/ and masks/, or a YAML file listing several with weights (required)",
+    )
     t.add_argument("--out", type=Path, help="run folder to write (required)")
     t.add_argument(
         "--resume",
@@ -448,6 +454,11 @@ def parser() -> argparse.ArgumentParser:
         help="stop after the epoch that passes this time budget",
     )
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument(
+        "--camera-augment",
+        action="store_true",
+        help="also colour cast, uneven illumination, blur, noise, JPEG (robustness to other cameras)",
+    )
     t.add_argument(
         "--pipeline",
         choices=["plain", "fundus"],

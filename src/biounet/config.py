@@ -47,7 +47,10 @@ class DataConfig:
 
     ``image_size``: the square side the network sees (images are padded to a square, then resized).
     ``invert_masks``: labels whose stored masks mark the object with 0 (e.g. ISBI 2012 membranes).
+    ``root``: a dataset folder, or a YAML/JSON file listing several (``biounet.data.sources``).
     ``val_fraction``: share of the training split held out for model selection.
+    ``camera_augment``: also colour cast, uneven illumination, blur, noise and JPEG
+    (``biounet.data.camera``), for models that must work on other cameras and clinics.
     ``train_stems``: when set, only these stems of the training split are used (cross-validation
     folds select images this way, without copying data); the validation images are then a
     ``val_fraction`` of them, and a splits.json "val" list is not used.
@@ -61,6 +64,7 @@ class DataConfig:
     val_fraction: float = 0.2
     augment: bool = True
     train_stems: tuple[str, ...] = ()
+    camera_augment: bool = False
 
 
 @dataclass(frozen=True)

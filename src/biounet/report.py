@@ -297,6 +297,11 @@ def write_run_report(run_dir: Path, cfg: RunConfig) -> Path | None:
     if not (run_dir / "best.pt").is_file():  # no epoch had a finite validation Dice
         log.warning("%s: no best.pt, so no report.html", run_dir)
         return None
+    from biounet.data.sources import is_spec
+
+    if is_spec(cfg.data.root):  # evaluate reads one folder; run it per dataset instead
+        log.info("%s: trained on a dataset list, so no report.html", run_dir)
+        return None
     _, val, _ = split_samples(cfg)
     evaluate_checkpoint(
         run_dir / "best.pt",

@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from biounet.checkpoint import save_checkpoint
 from biounet.config import RunConfig
+from biounet.data.camera import camera_augment
 from biounet.data.dataset import ArrayDataset, load_arrays
 from biounet.data.folder import (
     Sample,
@@ -29,6 +31,7 @@ from biounet.data.folder import (
     select_stems,
 )
 from biounet.data.io import read_image
+from biounet.data.sources import draw_order, is_spec, read_spec
 from biounet.data.transforms import AugmentParams, augment_batch, normalize
 from biounet.dist import (
     SINGLE,
@@ -70,16 +73,39 @@ class Prepared:
 
 def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     """Training split of cfg.data.root divided into (train, val, labels): splits.json "val" if present,
-    else a seeded ``val_fraction`` of the training split. Never touches the test split."""
-    root = Path(cfg.data.root)
+    else a seeded ``val_fraction`` of the training split. Never touches the test split.
+    A dataset-list file as root (``biounet.data.sources``): each source split so, then joined, each
+    training sample carrying its source's weight / its source's training-image count."""
+    if not is_spec(cfg.data.root):
+        return _split_folder(cfg, Path(cfg.data.root), cfg.data.train_split)
+    if cfg.data.train_stems:
+        raise BiounetError(
+            f"{cfg.data.root}: train_stems (cross-validation) needs one dataset folder"
+        )
+    tr, val, labels = [], [], cfg.data.labels
+    for src in read_spec(cfg.data.root):
+        t, v, labels = _split_folder(cfg, src.root, src.split, labels)
+        tr += [dataclasses.replace(s, weight=src.weight / len(t)) for s in t]
+        val += v
+    dups = [st for st, n in Counter(s.stem for s in tr + val).items() if n > 1]
+    if dups:
+        raise BiounetError(
+            f"{cfg.data.root}: image stems {dups[:5]} occur in several datasets; stems must be unique"
+        )
+    return tr, val, labels
+
+
+def _split_folder(
+    cfg: RunConfig, root: Path, train_split: str, labels: tuple[str, ...] | None = None
+) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     all_samples = discover(root)
     splits = read_splits(root) or {}
-    samples = select_split(root, all_samples, cfg.data.train_split if splits else None)
+    samples = select_split(root, all_samples, train_split if splits else None)
     if cfg.data.train_stems:  # a cross-validation fold: its val images come from its own pool
-        where = f"{root}/splits.json split {cfg.data.train_split!r}" if splits else f"{root}/images"
+        where = f"{root}/splits.json split {train_split!r}" if splits else f"{root}/images"
         samples = select_stems(samples, cfg.data.train_stems, where)
-    labels = resolve_labels(samples, cfg.data.labels, root)
-    if "val" in splits and cfg.data.train_split == "train" and not cfg.data.train_stems:
+    labels = resolve_labels(samples, cfg.data.labels if labels is None else labels, root)
+    if "val" in splits and train_split == "train" and not cfg.data.train_stems:
         val_s = select_split(root, all_samples, "val")
         resolve_labels(val_s, labels, root)
         val_stems = {s.stem for s in val_s}
@@ -113,7 +139,11 @@ def array_batches(
     """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
     Distributed: every rank draws and augments the same global batch and keeps its own slice."""
     n, bs = len(data), cfg.train.batch_size
-    order = torch.randperm(n, generator=gen)
+    order = (
+        draw_order(data.weights, gen)
+        if data.weights is not None
+        else torch.randperm(n, generator=gen)
+    )
     if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
         order = order[:-1]
     order = epoch_order(order, dist)
@@ -125,6 +155,8 @@ def array_batches(
             x, y = augment_batch(img, mask, aug, gen)
         else:
             x, y = img.float() / 255.0, mask.float()
+        if cfg.data.camera_augment:
+            x = camera_augment(x, gen)
         yield rank_slice(x, dist), rank_slice(y, dist)
 
 

@@ -15,12 +15,14 @@ from biounet.errors import BiounetError
 
 @dataclass
 class ArrayDataset:
-    """images (N, C, S, S) uint8; masks (N, L, S, S) uint8 {0, 1}; one Geometry per image."""
+    """images (N, C, S, S) uint8; masks (N, L, S, S) uint8 {0, 1}; one Geometry per image;
+    weights (N,) float sampling weights, None when all images are drawn alike."""
 
     stems: list[str]
     images: torch.Tensor
     masks: torch.Tensor
     geometries: list[Geometry]
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -31,6 +33,7 @@ class ArrayDataset:
             self.images[idx],
             self.masks[idx],
             [self.geometries[i] for i in idx],
+            None if self.weights is None else self.weights[idx],
         )
 
 
@@ -71,4 +74,16 @@ def load_arrays(
         imgs.append(to_network(img, geo, is_mask=False))
         masks.append(to_network(m, geo, is_mask=True))
         geos.append(geo)
-    return ArrayDataset([s.stem for s in samples], torch.stack(imgs), torch.stack(masks), geos)
+    return ArrayDataset(
+        [s.stem for s in samples],
+        torch.stack(imgs),
+        torch.stack(masks),
+        geos,
+        sample_weights(samples),
+    )
+
+
+def sample_weights(samples: list[Sample]) -> torch.Tensor | None:
+    """(N,) float64 sampling weights of ``samples``; None when they are all equal."""
+    w = torch.tensor([s.weight for s in samples], dtype=torch.float64)
+    return None if len(w) == 0 or bool((w == w[0]).all()) else w

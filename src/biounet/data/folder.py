@@ -21,6 +21,7 @@ class Sample:
     masks: dict[str, Path] = field(
         default_factory=dict
     )  # label -> mask path (only those that exist)
+    weight: float = 1.0  # sampling weight in training (several datasets: see biounet.data.sources)
 
 
 def list_images(folder: Path) -> dict[str, Path]:

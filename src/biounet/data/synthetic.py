@@ -94,7 +94,13 @@ def synthetic_fundus(
 
 
 def write_synthetic_dataset(
-    root: Path, n_train: int = 40, n_test: int = 12, seed: int = 0, h: int = 288, w: int = 320
+    root: Path,
+    n_train: int = 40,
+    n_test: int = 12,
+    seed: int = 0,
+    h: int = 288,
+    w: int = 320,
+    prefix: str = "synth",
 ) -> Path:
     """Writes ``root/images/*.png``, ``root/masks/{disc,cup}/*.png`` and ``root/splits.json``."""
     root = Path(root)
@@ -102,8 +108,8 @@ def write_synthetic_dataset(
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     stems = {
-        "train": [f"synth_{i:03d}" for i in range(n_train)],
-        "test": [f"synth_{i:03d}" for i in range(n_train, n_train + n_test)],
+        "train": [f"{prefix}_{i:03d}" for i in range(n_train)],
+        "test": [f"{prefix}_{i:03d}" for i in range(n_train, n_train + n_test)],
     }
     for stem in stems["train"] + stems["test"]:
         img, disc, cup = synthetic_fundus(rng, h, w)

@@ -58,11 +58,17 @@ class FundusConfig:
     locator_minutes: float = 0.0
     roi_minutes: float = 0.0
     train_split: str = "train"
+    camera_augment: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
-    common = {"root": fc.data_root, "val_fraction": fc.val_fraction, "train_split": fc.train_split}
+    common = {
+        "root": fc.data_root,
+        "val_fraction": fc.val_fraction,
+        "train_split": fc.train_split,
+        "camera_augment": fc.camera_augment,
+    }
     train = {
         "batch_size": fc.batch_size,
         "lr": fc.lr,

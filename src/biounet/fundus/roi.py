@@ -8,6 +8,7 @@ square of side ``side`` pixels centred on (cy, cx), sampled onto an (R, R) grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,7 @@ def crop_rois(
 
 
 def crop_roi_windows(
-    images: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
     rois: list[Roi],
     size: int,
     mode: str = "bilinear",
@@ -100,20 +101,21 @@ def crop_roi_windows(
     """Like ``crop_rois(images.float() * scale, roi_theta(rois, ...), size)`` for (B, C, H, W) images of
     any dtype, but each sample converts to float only the window its (rotated) ROI can reach, not the
     whole image: the same result at a fraction of the cost on full-resolution photographs.
+    ``images`` may also be a sequence of B (C, H_k, W_k) images of different sizes.
     Returns (B, C, size, size) float."""
     b = len(rois)
     angle = torch.zeros(b) if angle is None else angle
     flip = torch.ones(b, 2) if flip is None else flip
-    h, w = images.shape[-2:]
     out = []
     for k, r in enumerate(rois):
+        h, w = images[k].shape[-2:]
         half = r.side / math.sqrt(2) + 2  # a rotated square's corners, plus the bilinear neighbours
         y0, y1 = max(0, math.floor(r.cy - half)), min(h, math.ceil(r.cy + half) + 1)
         x0, x1 = max(0, math.floor(r.cx - half)), min(w, math.ceil(r.cx + half) + 1)
         if y1 <= y0 or x1 <= x0:  # the ROI lies wholly outside the image
-            out.append(torch.zeros((images.shape[1], size, size)))
+            out.append(torch.zeros((images[k].shape[0], size, size)))
             continue
-        win = images[k, :, y0:y1, x0:x1].float()[None]
+        win = images[k][:, y0:y1, x0:x1].float()[None]
         if scale != 1.0:
             win = win * scale
         theta = roi_theta(

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from biounet.config import RunConfig
-from biounet.data.dataset import ArrayDataset, load_masks
+from biounet.data.camera import camera_augment
+from biounet.data.dataset import ArrayDataset, load_masks, sample_weights
 from biounet.data.folder import Sample
 from biounet.data.io import read_image
+from biounet.data.sources import draw_order
 from biounet.data.transforms import AugmentParams, match_channels, photometric
 from biounet.errors import BiounetError
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi
@@ -24,14 +26,21 @@ from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi
 
 @dataclass
 class FullSet:
-    """Full-resolution images padded top-left into one tensor: images (N, C, H, W) uint8, masks
-    (N, L, H, W) uint8 {0,1}, the ground-truth disc ROI of each, and each image's true (h, w)."""
+    """Per image, the window of the full-resolution photograph that any training crop can reach
+    (images (C, h, w) uint8, masks (L, h, w) uint8 {0,1}, each its own size), the ground-truth disc
+    ROI in window coordinates, and the sampling weights (N,) or None. Keeping windows rather than
+    whole photographs lets datasets of any resolution mix at a few MB per image."""
 
     stems: list[str]
-    images: torch.Tensor
-    masks: torch.Tensor
+    images: list[torch.Tensor]
+    masks: list[torch.Tensor]
     rois: list[Roi]
-    sizes: list[tuple[int, int]]
+    weights: torch.Tensor | None = None
+
+
+# A training crop's side is at most 1.25 x the ROI's, rotated, centre jittered by 8 %: it stays
+# within ROI side x (1.25 / sqrt(2) + 0.08) < 1.0 of the disc centre.
+WINDOW_HALF = 1.0
 
 
 def load_full(
@@ -43,24 +52,24 @@ def load_full(
 ) -> FullSet:
     if disc_label not in labels:
         raise BiounetError(f"the fundus pipeline needs a {disc_label!r} label; got {labels}")
-    imgs = [match_channels(read_image(s.image), channels) for s in samples]
-    masks = [load_masks(s, labels, (), im.shape[:2]) for s, im in zip(samples, imgs, strict=True)]
-    h = max(im.shape[0] for im in imgs)
-    w = max(im.shape[1] for im in imgs)
-    t_img = torch.zeros((len(imgs), channels, h, w), dtype=torch.uint8)
-    t_mask = torch.zeros((len(imgs), len(labels), h, w), dtype=torch.uint8)
-    rois = []
     d = labels.index(disc_label)
-    for i, (im, m, s) in enumerate(zip(imgs, masks, samples, strict=True)):
-        t_img[i, :, : im.shape[0], : im.shape[1]] = torch.from_numpy(im).permute(2, 0, 1)
-        t_mask[i, :, : im.shape[0], : im.shape[1]] = torch.from_numpy(m)
+    imgs, masks, rois = [], [], []
+    for s in samples:
+        im = match_channels(read_image(s.image), channels)
+        m = load_masks(s, labels, (), im.shape[:2])
         roi = disc_roi(m[d] > 0, roi_scale)
         if roi is None:
             raise BiounetError(
                 f"{s.masks[disc_label]}: empty disc mask; the ROI stage needs a disc in every image"
             )
-        rois.append(roi)
-    return FullSet([s.stem for s in samples], t_img, t_mask, rois, [im.shape[:2] for im in imgs])
+        half = roi.side * WINDOW_HALF + 2
+        y0, x0 = max(0, math.floor(roi.cy - half)), max(0, math.floor(roi.cx - half))
+        y1 = min(im.shape[0], math.ceil(roi.cy + half) + 1)
+        x1 = min(im.shape[1], math.ceil(roi.cx + half) + 1)
+        imgs.append(torch.from_numpy(np.ascontiguousarray(im[y0:y1, x0:x1])).permute(2, 0, 1))
+        masks.append(torch.from_numpy(np.ascontiguousarray(m[:, y0:y1, x0:x1])))
+        rois.append(Roi(roi.cy - y0, roi.cx - x0, roi.side))
+    return FullSet([s.stem for s in samples], imgs, masks, rois, sample_weights(samples))
 
 
 def roi_batches(
@@ -72,7 +81,11 @@ def roi_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Augmented ROI batches: x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}."""
     n, bs, size = len(full.stems), cfg.train.batch_size, cfg.data.image_size
-    order = torch.randperm(n, generator=gen)
+    order = (
+        draw_order(full.weights, gen)
+        if full.weights is not None
+        else torch.randperm(n, generator=gen)
+    )
     if n % bs == 1 and n > bs:
         order = order[:-1]
     p = AugmentParams()
@@ -103,9 +116,14 @@ def roi_batches(
             if cfg.data.augment
             else None
         )
-        x = crop_roi_windows(full.images[idx], rois, size, "bilinear", angle, flip, scale=1 / 255)
-        y = crop_roi_windows(full.masks[idx], rois, size, "nearest", angle, flip)
-        yield (photometric(x, p, gen) if cfg.data.augment else x), y
+        imgs, masks = [full.images[j] for j in idx], [full.masks[j] for j in idx]
+        x = crop_roi_windows(imgs, rois, size, "bilinear", angle, flip, scale=1 / 255)
+        y = crop_roi_windows(masks, rois, size, "nearest", angle, flip)
+        if cfg.data.augment:
+            x = photometric(x, p, gen)
+        if cfg.data.camera_augment:
+            x = camera_augment(x, gen)
+        yield x, y
 
 
 def roi_arrays(full: FullSet, size: int) -> ArrayDataset:
@@ -117,7 +135,3 @@ def roi_arrays(full: FullSet, size: int) -> ArrayDataset:
 
 def n_batches(full: FullSet, batch_size: int) -> int:
     return math.ceil(len(full.stems) / batch_size)
-
-
-def gt_rois_array(full: FullSet) -> np.ndarray:
-    return np.array([[r.cy, r.cx, r.side] for r in full.rois])

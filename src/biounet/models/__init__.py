@@ -51,6 +51,9 @@ PRESETS: dict[str, ModelConfig] = {
     "unetpp_seed": dataclasses.replace(_SEED, arch="unet_plus_plus", up_mode="bilinear"),
     # The paper's U-Net as published: unpadded convs, 572 -> 388; same weights as "paper".
     "paper_valid": dataclasses.replace(_PAPER, arch="unet_valid"),
+    # Its CPU size: the same structure (unpadded, 4 poolings, no BN, 2x2 up-conv, 2-class softmax),
+    # widths 16..256: 1,940,834 parameters for 1 in / 2 out (the ISBI 2012 benchmark's model).
+    "paper_valid_small": dataclasses.replace(_PAPER, arch="unet_valid", base_width=16),
     # CPU sizes of the family, widths 16..256 like "small".
     "attention_small": ModelConfig(
         arch="attention_unet", base_width=16, depth=4, norm="batch", up_mode="transpose"

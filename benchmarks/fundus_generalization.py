@@ -1,0 +1,210 @@
+"""Fundus models across datasets: train the two-stage pipeline on Drishti-GS1 only, on REFUGE (Canon,
+512 px, mostly normal eyes) only, and on both (one dataset list, equal sampling weights), then test
+each on both official test sets. Writes benchmarks/results/fundus_generalization.json and .md.
+
+    python benchmarks/fundus_generalization.py            # train what is missing, evaluate, report
+    python benchmarks/fundus_generalization.py --quick    # a tiny budget, to check it runs
+
+Every run trains on the same number of sampled images (--locator-draws, --roi-draws), so the runs
+cost about the same whatever their dataset sizes. Runs already trained in --work are reused.
+Data: ../shared/data/{drishti_gs1,refuge_canon512} (or --drishti / --refuge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Load lazily imported modules now, so edits to the tree during a long run cannot break it midway.
+import biounet.fundus.cdr  # noqa: E402, F401
+import biounet.fundus.postprocess  # noqa: E402, F401
+import biounet.surface  # noqa: E402, F401
+import biounet.viz  # noqa: E402, F401
+from biounet.checkpoint import load_any  # noqa: E402
+from biounet.data.folder import read_splits  # noqa: E402
+from biounet.data.io import read_image, read_mask  # noqa: E402
+from biounet.evaluate import evaluate_checkpoint  # noqa: E402
+from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus  # noqa: E402
+from biounet.fundus.screening import referral_stats  # noqa: E402
+from biounet.metrics import binary_scores  # noqa: E402
+from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
+from generalization_report import write_markdown  # noqa: E402
+
+LABELS = ("disc", "cup")
+RUNS = {  # name -> (training sources, camera augmentation)
+    "drishti_plain": (("drishti",), False),
+    "drishti": (("drishti",), True),
+    "refuge": (("refuge",), True),
+    "both": (("drishti", "refuge"), True),
+}
+# inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
+TTA, POST, ELLIPSE = True, True, True
+
+
+def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Namespace) -> Path:
+    out = work / name
+    if (out / "fundus.pt").is_file():
+        return out / "fundus.pt"
+    sources, camera = RUNS[name]
+    if len(sources) == 1:
+        data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]])
+    else:
+        spec = work / f"{name}.yaml"
+        spec.write_text(
+            "datasets:\n" + "".join(f"  - root: {roots[s]}\n    weight: 1\n" for s in sources)
+        )
+        data, n_train = str(spec), sum(n_training(roots[s]) for s in sources)
+    fc = FundusConfig(
+        data_root=data,
+        labels=LABELS,
+        locator_epochs=max(2, math.ceil(args.locator_draws / n_train)),
+        roi_epochs=max(2, math.ceil(args.roi_draws / n_train)),
+        seed=args.seed,
+        camera_augment=camera,
+    )
+    t0 = time.perf_counter()
+    ck = fit_fundus(fc, out)
+    (out / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return ck
+
+
+def n_training(root: Path) -> int:
+    """Training images after the 20 % validation hold-out."""
+    n = len(read_splits(root)["train"])
+    return n - max(1, round(n * 0.2))
+
+
+def evaluate_run(ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None) -> dict:
+    out = work / f"eval_{ck.parent.name}_on_{test}"
+    if (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        summary = evaluate_checkpoint(
+            ck, root, "test", out, tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE, report=False
+        )
+    rows = list(csv.DictReader((out / "per_image_measures.csv").open()))
+    diagnosis = read_diagnosis(labels_csv)
+    r: dict[str, Any] = {"n_images": summary["n_images"]}
+    for lb in LABELS:
+        m = summary["labels"][lb]
+        r[lb] = {k: m.get(k) for k in ("dice_mean", "dice_std", "iou_mean", "hd95_mean")}
+    vc = summary["vcdr"]
+    r["vcdr_mae"] = vc.get("mae_vs_experts_mean", vc["mae_vs_masks"])
+    r["vcdr_reference"] = (
+        "mean of the 4 experts' vCDR (meta/cdr_values.csv)"
+        if "mae_vs_experts_mean" in vc
+        else "vCDR of the ground-truth masks"
+    )
+    r["vcdr_mae_vs_masks"] = vc["mae_vs_masks"]
+    r.update(referral_stats(rows, diagnosis))
+    r["flagged_doubtful"] = sum(1 for row in rows if row.get("flags"))
+    return r
+
+
+def read_diagnosis(path: Path | None) -> dict[str, str]:
+    if path is None or not path.is_file():
+        return {}
+    return {row["stem"]: row["label"] for row in csv.DictReader(path.open()) if row.get("label")}
+
+
+def crop_inputs(ck: Path, root: Path, stems: list[str], shares: list[float]) -> dict[str, Any]:
+    """Disc-centred crops of full test photographs, the disc filling ``share`` of the crop's area,
+    predicted with input_kind="auto": Dice per structure and how often the crop was recognised."""
+    pred = FundusPredictor(load_any(ck), tta=TTA, fit_ellipse=ELLIPSE, input_kind="auto")
+    out: dict[str, Any] = {}
+    for share in shares:
+        dice: dict[str, list[float]] = {lb: [] for lb in LABELS}
+        as_crop = 0
+        for stem in stems:
+            img = read_image(next((root / "images").glob(f"{stem}.*")))
+            masks = {lb: read_mask(root / "masks" / lb / f"{stem}.png") > 0 for lb in LABELS}
+            rows, cols = np.nonzero(masks["disc"])
+            side = max(8, round(math.sqrt(masks["disc"].sum() / share)))
+            cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
+            y0, x0 = max(0, cy - side // 2), max(0, cx - side // 2)
+            sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+            res = pred.predict(img[sl])
+            as_crop += pred.last_input_kind == "crop"
+            for lb in LABELS:
+                dice[lb].append(binary_scores(res.masks[lb], masks[lb][sl])["dice"])
+        out[f"disc_share_{share:.2f}"] = {
+            "n_images": len(stems),
+            "recognised_as_crop": as_crop,
+            **{f"{lb}_dice_mean": float(np.mean(dice[lb])) for lb in LABELS},
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
+    ap.add_argument("--refuge", type=Path, default=SHARED_DATA / "refuge_canon512")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_generalization"))
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"subset of {','.join(RUNS)}")
+    ap.add_argument("--locator-draws", type=int, default=1600, help="images sampled, locator")
+    ap.add_argument("--roi-draws", type=int, default=4800, help="crops sampled, ROI model")
+    ap.add_argument("--crop-images", type=int, default=100, help="REFUGE test images for crops")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="tiny budgets and subsets: a smoke test")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.quick:
+        args.locator_draws, args.roi_draws, args.crop_images = 40, 40, 3
+        args.work = args.work.with_name(args.work.name + "_quick")
+    roots = {"drishti": require(args.drishti), "refuge": require(args.refuge)}
+    args.work.mkdir(parents=True, exist_ok=True)
+    tests = {
+        "drishti": (roots["drishti"], None),
+        "refuge": (roots["refuge"], roots["refuge"] / "meta" / "labels.csv"),
+    }
+    t_start = time.perf_counter()
+    runs: dict[str, Any] = {}
+    train_s: dict[str, float] = {}
+    for name in args.runs.split(","):
+        ck = train_run(name, roots, args.work, args)
+        train_s[name] = float((ck.parent / "train_seconds.txt").read_text())
+        for test, (root, labels_csv) in tests.items():
+            logging.info("evaluating %s on %s", name, test)
+            runs[f"{name}_to_{test}"] = evaluate_run(ck, test, root, args.work, labels_csv)
+    crops = None
+    if "both" in args.runs.split(","):
+        stems = read_splits(roots["refuge"])["test"][: args.crop_images]
+        crops = crop_inputs(
+            args.work / "both" / "fundus.pt", roots["refuge"], stems, [0.1, 0.3, 0.6]
+        )
+    result = {
+        "commit": git_commit(),
+        "machine": machine(),
+        "wall_time_s": time.perf_counter() - t_start,
+        "quick": args.quick,
+        "settings": {
+            "locator_draws": args.locator_draws,
+            "roi_draws": args.roi_draws,
+            "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
+            "runs": {k: {"sources": v[0], "camera_augment": v[1]} for k, v in RUNS.items()},
+            "validation": "20 % of each training split (per dataset), best epoch by val Dice",
+        },
+        "train_time_s": train_s,
+        "runs": runs,
+        "crops_refuge_test": crops,
+    }
+    name = "fundus_generalization_quick" if args.quick else "fundus_generalization"
+    out = args.work if args.quick else RESULTS
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, out / f"{name}.md")
+    print((out / f"{name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

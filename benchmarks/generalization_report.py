@@ -1,0 +1,70 @@
+"""Markdown tables for benchmarks/fundus_generalization.py's JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [
+    ("disc Dice", lambda r: r["disc"]["dice_mean"]),
+    ("cup Dice", lambda r: r["cup"]["dice_mean"]),
+    ("vCDR MAE", lambda r: r["vcdr_mae"]),
+    ("bias normal", lambda r: r.get("vcdr_bias_normal")),
+    ("bias glaucoma", lambda r: r.get("vcdr_bias_glaucoma")),
+    ("vCDR AUC", lambda r: r.get("vcdr_auc")),
+    ("spec @0.6", lambda r: r.get("spec_at_vcdr06")),
+    ("sens @0.6", lambda r: r.get("sens_at_vcdr06")),
+    ("flagged", lambda r: r.get("flagged_doubtful")),
+]
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Fundus models across datasets (Drishti-GS1, REFUGE Canon 512)",
+        "",
+        f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s"
+        + (" (--quick: tiny budgets, numbers meaningless)" if result.get("quick") else ""),
+        "",
+        "Train -> test. Per-image means; vCDR MAE against the experts' mean (Drishti-GS1) or the "
+        "ground-truth masks (REFUGE); bias = predicted - true vCDR; spec/sens for the rule "
+        "'vCDR >= 0.6 means refer' (REFUGE test labels; Drishti-GS1 has none here).",
+        "",
+        "| run | images | " + " | ".join(c for c, _ in COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for name, r in result["runs"].items():
+        cells = [fmt(f(r)) for _, f in COLUMNS]
+        lines.append(f"| {name} | {r['n_images']} | " + " | ".join(cells) + " |")
+    ref = next((r for r in result["runs"].values() if r.get("truth_vcdr_auc") is not None), None)
+    if ref:
+        lines += [
+            "",
+            f"Reference, the ground-truth masks' own vCDR on REFUGE test: AUC "
+            f"{fmt(ref['truth_vcdr_auc'])}, spec {fmt(ref['truth_spec_at_vcdr06'])}, sens "
+            f"{fmt(ref['truth_sens_at_vcdr06'])} at vCDR >= 0.6.",
+        ]
+    lines += [
+        "",
+        "Training time (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in result["train_time_s"].items()),
+    ]
+    if result.get("crops_refuge_test"):
+        lines += [
+            "",
+            "## Disc-centred crops (model 'both', input kind detected automatically)",
+            "",
+            "| disc share of crop area | images | recognised as crop | disc Dice | cup Dice |",
+            "|---|---|---|---|---|",
+        ]
+        for k, c in result["crops_refuge_test"].items():
+            lines.append(
+                f"| {k.split('_')[-1]} | {c['n_images']} | {c['recognised_as_crop']} | "
+                f"{c['disc_dice_mean']:.3f} | {c['cup_dice_mean']:.3f} |"
+            )
+    path.write_text("\n".join(lines) + "\n")

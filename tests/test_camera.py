@@ -1,0 +1,59 @@
+"""Camera augmentation: hand-checked pieces, and the whole keeps shape, range and seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from biounet.data.camera import (
+    CameraParams,
+    camera_augment,
+    colour_cast,
+    gaussian_blur,
+    illumination_field,
+    jpeg,
+)
+
+
+def test_colour_cast_multiplies_each_channel_by_its_gain_and_clamps() -> None:
+    x = torch.full((1, 3, 2, 2), 0.5)
+    out = colour_cast(x, torch.log(torch.tensor([[0.5, 1.0, 4.0]])))
+    assert out[0, :, 0, 0].tolist() == pytest.approx([0.25, 0.5, 1.0])
+
+
+def test_flat_illumination_grid_is_a_constant_gain() -> None:
+    f = illumination_field(torch.full((2, 1, 3, 3), 0.2), (7, 9))
+    assert f.shape == (2, 1, 7, 9)
+    assert torch.allclose(f, torch.full_like(f, torch.exp(torch.tensor(0.2)).item()))
+
+
+def test_blur_keeps_a_constant_image_and_spreads_an_impulse_symmetrically() -> None:
+    flat = torch.full((1, 1, 9, 9), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)
+    imp = torch.zeros(1, 1, 21, 21)
+    imp[0, 0, 10, 10] = 1.0
+    b = gaussian_blur(imp, 1.0)[0, 0]
+    assert b.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert b[10, 9].item() == pytest.approx(b[9, 10].item()) == pytest.approx(b[10, 11].item())
+    assert b[10, 10] > b[10, 11] > b[10, 12]
+
+
+def test_jpeg_round_trip_is_close_at_high_quality_and_worse_at_low() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = gaussian_blur(torch.rand(1, 3, 32, 32, generator=g), 2.0)[0]
+    hi = (jpeg(x, 95) - x).abs().mean().item()
+    lo = (jpeg(x, 10) - x).abs().mean().item()
+    assert jpeg(x, 95).shape == x.shape and hi < 0.02 and lo > hi
+    assert jpeg(x[:1], 90).shape == (1, 32, 32)  # grey images too
+
+
+def test_camera_augment_keeps_shape_and_range_is_seeded_and_off_at_p0() -> None:
+    x = torch.rand(6, 3, 24, 20, generator=torch.Generator().manual_seed(1))
+    a = camera_augment(x, torch.Generator().manual_seed(5))
+    b = camera_augment(x, torch.Generator().manual_seed(5))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    off = camera_augment(x, torch.Generator().manual_seed(5), CameraParams(p=0.0))
+    assert torch.allclose(off, x, atol=1e-6)
+    grey = camera_augment(x[:, :1], torch.Generator().manual_seed(5))
+    assert grey.shape == (6, 1, 24, 20)

@@ -1,0 +1,210 @@
+"""Training the unpadded U-Net on EM slices: tiles, crops, augmentation, loss going down, checkpoint,
+and the ISBI 2012 benchmark's --quick path (real data only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biounet.checkpoint import load_checkpoint
+from biounet.config import ModelConfig
+from biounet.em.tiles import center_crop_2d, make_slices, sample_batch
+from biounet.em.train_em import (
+    EmTrainConfig,
+    choose_threshold,
+    cosine_lr,
+    make_em_model,
+    predict_interior,
+    save_em_checkpoint,
+    train_em,
+)
+from biounet.errors import BiounetError
+from biounet.infer_tiling import mirror_pad
+from biounet.models import build_model, count_parameters, preset
+from biounet.models.unet_valid import valid_input_size
+from biounet.predictor import make_predictor
+
+
+def tiny_cfg(depth: int = 2, width: int = 4) -> ModelConfig:
+    return dataclasses.replace(preset("paper_valid_small"), base_width=width, depth=depth)
+
+
+def synthetic_em(
+    n: int = 3, side: int = 96, seed: int = 0, noise: float = 20.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, side, side) uint8 EM-like images and bool interiors: Voronoi cells whose 2 px borders are
+    dark membranes, plus noise. The label is derived from the cells, the image from the label."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    images, interiors = [], []
+    for _ in range(n):
+        pts = rng.uniform(0, side, size=(12, 2))
+        d = (yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2
+        two = np.sort(np.sqrt(d), axis=-1)[..., :2]
+        interior = (two[..., 1] - two[..., 0]) > 2.0  # membrane within ~1 px of a cell border
+        img = np.where(interior, 180.0, 60.0) + rng.normal(0, noise, (side, side))
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+        interiors.append(interior)
+    return np.stack(images), np.stack(interiors)
+
+
+def test_paper_valid_small_parameter_count() -> None:
+    # paper_valid (31,030,658 at widths 64..1024) at widths 16..256; 1 in / 2 out, biased convs.
+    assert count_parameters(build_model(preset("paper_valid_small"))) == 1_940_834
+
+
+@pytest.mark.parametrize(
+    ("depth", "out"), [(1, 10), (2, 12), (2, 36), (3, 20), (4, 4), (4, 20)]
+)  # fmt: skip
+def test_target_and_weight_crops_match_the_model_output(depth: int, out: int) -> None:
+    images, interior = synthetic_em(2, 64)
+    slices = make_slices(images, interior)
+    in_size = valid_input_size(out, depth)
+    x, target, weight = sample_batch(slices, in_size, out, 2, torch.Generator().manual_seed(0))
+    model = build_model(tiny_cfg(depth, width=2))
+    with torch.no_grad():
+        y = model(x)
+    assert x.shape == (2, 1, in_size, in_size)
+    assert y.shape == (2, 2, out, out)
+    assert target.shape == weight.shape == (2, out, out)
+    assert target.dtype == torch.int64
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_tiles_keep_labels_binary_and_centred_on_the_image(elastic: bool) -> None:
+    """Noise-free images (60 membrane, 180 interior: z-score sign = label), so the centre of every
+    input tile must show the target exactly, or up to bilinear vs nearest on edges when warped."""
+    images, interior = synthetic_em(3, 96, noise=0.0)
+    slices = make_slices(images, interior)
+    x, target, weight = sample_batch(
+        slices, 76, 36, 8, torch.Generator().manual_seed(1), elastic=elastic
+    )
+    assert set(torch.unique(target).tolist()) <= {0, 1}
+    c = center_crop_2d(x[:, 0], 36)  # (B, 36, 36)
+    mid = (c.amax(dim=(1, 2), keepdim=True) + c.amin(dim=(1, 2), keepdim=True)) / 2
+    agree = ((c > mid) == (target == 1)).float().mean().item()
+    assert agree > 0.98 if elastic else agree == 1.0
+    # the 2 px membranes make a shift visible: one pixel off costs far more than 2 %
+    assert ((c[:, 1:] > mid) == (target[:, :-1] == 1)).float().mean().item() < 0.95
+    # nearest-neighbour warping only moves weight values around: each one exists in the maps
+    assert set(torch.unique(weight).tolist()) <= set(torch.unique(slices.weight).tolist())
+
+
+def test_a_whole_slice_target_is_the_slice_up_to_rotation_and_flip() -> None:
+    """Output tile = slice: the input tile reaches 20 px past every border (mirrored) and the
+    target is the whole label, so every pixel, border pixels included, is trained on."""
+    images, interior = synthetic_em(1, 64)
+    slices = make_slices(images, interior)
+    _, target, _ = sample_batch(slices, 104, 64, 4, torch.Generator().manual_seed(2))
+    lab = torch.from_numpy(interior[0]).long()
+    variants = [torch.rot90(v, k) for v in (lab, lab.flip(1)) for k in range(4)]
+    for t in target:
+        assert any(torch.equal(t, v) for v in variants)
+
+
+def test_center_crop_rejects_odd_margins() -> None:
+    with pytest.raises(ValueError, match="centre-crop"):
+        center_crop_2d(torch.zeros(10, 10), 5)
+
+
+def test_weight_map_off_leaves_class_balance_only() -> None:
+    images, interior = synthetic_em(2, 64)
+    s = make_slices(images, interior, w0=0.0)
+    f_in = interior.mean()
+    w_in, w_mem = (1 - f_in) / f_in, 1.0  # membrane is the rarer class here -> weight 1
+    expected = np.where(interior, w_in, w_mem)
+    np.testing.assert_allclose(s.weight.numpy(), expected, rtol=1e-5)
+    assert make_slices(images, interior, w0=10.0).weight.max() > 5  # border term on
+
+
+def test_cosine_lr_by_hand() -> None:
+    assert cosine_lr(1.0, 0.0) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 0.5) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert cosine_lr(1.0, 1.0) == pytest.approx(0.01)
+    assert cosine_lr(2.0, 0.25) == pytest.approx(2 * (0.01 + 0.99 * 0.5 * (1 + math.sqrt(0.5))))
+
+
+def test_a_few_iterations_reduce_the_weighted_loss() -> None:
+    images, interior = synthetic_em(3, 96)
+    slices = make_slices(images, interior)
+    model = make_em_model(tiny_cfg(), seed=0)
+    cfg = EmTrainConfig(out_tile=36, lr=3e-3, minutes=0, max_iters=60, batch_size=2)
+    cfg = dataclasses.replace(cfg, lr_schedule="constant", precision="fp32")
+    rows = train_em(model, slices, cfg)
+    assert len(rows) == 60
+    first = np.mean([r["loss"] for r in rows[:10]])
+    last = np.mean([r["loss"] for r in rows[-10:]])
+    assert last < 0.7 * first
+
+
+def test_train_em_needs_a_budget() -> None:
+    images, interior = synthetic_em(1, 64)
+    with pytest.raises(ValueError, match="never stops"):
+        train_em(make_em_model(tiny_cfg(), 0), make_slices(images, interior),
+                 EmTrainConfig(minutes=0, max_iters=0))  # fmt: skip
+
+
+def test_predict_interior_is_one_forward_pass_of_the_mirrored_slice() -> None:
+    model = make_em_model(tiny_cfg(), seed=0).eval()
+    img = synthetic_em(1, 40)[0][0]
+    prob = predict_interior(model, img, out_tile=12)  # 12 px tiles stepping 12: 4 x 4 tiles
+    x = torch.from_numpy(img).float()[None]
+    x = (x - x.mean()) / (x.std() + 1e-6)
+    # 40 px + 20 + 24 mirrored = 84 px, a valid input whose output is 44 px; keep the first 40
+    with torch.no_grad():
+        direct = F.softmax(model(mirror_pad(x, 20, 24, 20, 24)[None]), dim=1)[0, 1, :40, :40]
+    np.testing.assert_allclose(prob, direct.numpy(), atol=1e-5)
+
+
+def test_choose_threshold_and_checkpoint_round_trip(tmp_path: Path) -> None:
+    _, interior = synthetic_em(2, 64)
+    # A perfect interior probability of 0.8 inside cells, 0.2 on membranes: any threshold between
+    # 0.2 and 0.8 scores V_rand = 1; ties go to the one nearest 0.5.
+    probs = [np.where(m, 0.8, 0.2) for m in interior]
+    thr, table = choose_threshold(probs, interior, (0.1, 0.3, 0.5, 0.9))
+    assert thr == 0.5 and table[0.3] == pytest.approx(1.0) and table[0.9] < 1.0
+    model = make_em_model(tiny_cfg(), seed=0)
+    save_em_checkpoint(tmp_path / "em.pt", model, 12, thr, {"arm": "x"})
+    c = load_checkpoint(tmp_path / "em.pt")
+    assert c.labels == ("membrane", "interior") and c.extra["membrane_threshold"] == 0.5
+    assert c.preprocess["in_tile"] == 52 and c.model_config == model.cfg
+    x = torch.randn(1, 1, 52, 52)
+    with torch.no_grad():
+        torch.testing.assert_close(c.build()(x), model.eval()(x))
+    with pytest.raises(BiounetError, match="unpadded U-Net .*predict_interior"):
+        make_predictor(tmp_path / "em.pt")
+
+
+@pytest.mark.slow
+def test_benchmark_quick_path(real_dataset: Callable[[str], Path], tmp_path: Path) -> None:
+    """The benchmark end to end with a 1-iteration, width-2 model (skipped without the real data)."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import isbi2012_em
+    finally:
+        sys.path.remove(str(bench))
+    root = real_dataset("isbi2012_em")
+    isbi2012_em.main(
+        ["--quick", "--data", str(root), "--work", str(tmp_path), "--max-iters", "1",
+         "--base-width", "2"]
+    )  # fmt: skip
+    res = json.loads((tmp_path / "results" / "isbi2012_em.json").read_text())
+    assert res["val"]["slices"] == [25, 26, 27, 28, 29]
+    assert set(res["ablation"]) == {
+        "weightmap_elastic",
+        "weightmap_only",
+        "elastic_only",
+        "neither",
+    }
+    assert res["overlap_tile_2048"]["max_abs_diff_vs_direct"] < 1e-4
+    assert (tmp_path / "overlap_tile_corner.png").is_file()

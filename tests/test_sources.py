@@ -1,0 +1,117 @@
+"""Several datasets in one training run: the dataset-list file, per-source splits, weighted draws,
+and the fundus pipeline trained on two datasets of different image sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from biounet.config import DataConfig, RunConfig, TrainConfig
+from biounet.data.sources import draw_order, is_spec, read_spec
+from biounet.data.synthetic import write_synthetic_dataset
+from biounet.errors import BiounetError
+from biounet.train import split_samples
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """a/ (10 train, 64x72 px) and b/ (5 train, 96x80 px) and both.yaml weighting them 1 : 3."""
+    root = tmp_path_factory.mktemp("two")
+    write_synthetic_dataset(root / "a", n_train=10, n_test=2, h=64, w=72, prefix="a")
+    write_synthetic_dataset(root / "b", n_train=5, n_test=2, h=96, w=80, seed=1, prefix="b")
+    (root / "both.yaml").write_text(
+        "datasets:\n  - root: a\n    weight: 1\n  - root: b\n    weight: 3\n"
+    )
+    return root
+
+
+def test_spec_roots_are_relative_to_the_file(two_sets: Path) -> None:
+    src = read_spec(two_sets / "both.yaml")
+    assert [s.root for s in src] == [two_sets / "a", two_sets / "b"]
+    assert [s.weight for s in src] == [1.0, 3.0] and {s.split for s in src} == {"train"}
+    assert is_spec(two_sets / "both.yaml") and not is_spec(two_sets / "a")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("datasets: []\n", "non-empty 'datasets:' list"),
+        ("- a\n", "non-empty 'datasets:' list"),
+        ("datasets:\n  - root: a\n    weight: 0\n", "weight must be a number > 0"),
+        ("datasets:\n  - root: a\n    weight: yes\n", "weight must be a number > 0"),
+        ("datasets:\n  - root: a\n    wieght: 2\n", "unknown keys ['wieght']"),
+        ("datasets:\n  - root: nowhere\n", "dataset folder"),
+        ("datasets:\n  - {weight: 1}\n", "needs a 'root' folder"),
+        ("datasets: [a\n", "not a valid dataset list"),
+    ],
+)
+def test_bad_spec_names_the_file_and_the_entry(
+    two_sets: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    p = two_sets / f"bad_{abs(hash(text))}.yaml"
+    p.write_text(text)
+    with pytest.raises(BiounetError, match="bad_") as e:
+        read_spec(p)
+    assert message in str(e.value)
+
+
+def test_split_holds_out_validation_per_source_and_weights_per_image(two_sets: Path) -> None:
+    cfg = RunConfig(
+        data=DataConfig(root=str(two_sets / "both.yaml"), val_fraction=0.2),
+        train=TrainConfig(seed=0),
+    )
+    tr, val, labels = split_samples(cfg)
+    assert labels == ("cup", "disc")
+    assert Counter(s.stem[0] for s in val) == {"a": 2, "b": 1}  # 20 % of 10 and of 5
+    assert Counter(s.stem[0] for s in tr) == {"a": 8, "b": 4}
+    w = {s.stem[0]: s.weight for s in tr}
+    # source share = weight / sum of weights, whatever the source's size
+    assert w["a"] * 8 == pytest.approx(1.0) and w["b"] * 4 == pytest.approx(3.0)
+
+
+def test_a_stem_in_two_sources_is_an_error(two_sets: Path) -> None:
+    p = two_sets / "twice.yaml"
+    p.write_text("datasets:\n  - a\n  - a\n")
+    with pytest.raises(BiounetError, match="occur in several datasets"):
+        split_samples(RunConfig(data=DataConfig(root=str(p))))
+
+
+def test_draw_order_is_a_permutation_for_equal_weights_and_follows_unequal_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    order = draw_order(torch.ones(7, dtype=torch.float64), g)
+    assert sorted(order.tolist()) == list(range(7))
+    w = torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=torch.float64)
+    draws = torch.cat([draw_order(w, g) for _ in range(2000)])
+    assert len(draws) == 8000
+    assert (draws == 3).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_fundus_pipeline_trains_on_two_datasets_of_different_sizes(
+    two_sets: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from biounet.checkpoint import load_any
+    from biounet.data.io import read_image
+    from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus
+
+    fc = FundusConfig(
+        data_root=str(two_sets / "both.yaml"),
+        locator_size=32,
+        locator_epochs=1,
+        roi_size=32,
+        roi_epochs=1,
+        batch_size=4,
+        precision="fp32",
+        camera_augment=True,
+    )
+    ck = fit_fundus(fc, tmp_path / "run")
+    pred = FundusPredictor(load_any(ck), precision="fp32")
+    for name in ("a/images/a_010.png", "b/images/b_005.png"):
+        img = read_image(two_sets / name)
+        r = pred.predict(img)
+        assert r.masks["disc"].shape == img.shape[:2]
+        assert np.isfinite(r.prob).all()
