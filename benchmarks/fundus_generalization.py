@@ -47,6 +47,7 @@ RUNS = {  # name -> (training sources, camera augmentation)
     "drishti": (("drishti",), True),
     "refuge": (("refuge",), True),
     "both": (("drishti", "refuge"), True),
+    "both_plain": (("drishti", "refuge"), False),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -79,6 +80,12 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     return ck
 
 
+def val_dice(run: Path) -> float:
+    """Best mean validation Dice of a run's crop model (its held-out training images)."""
+    rows = list(csv.DictReader((run / "roi" / "metrics.csv").open()))
+    return max(float(r["val_dice_mean"]) for r in rows)
+
+
 def n_training(root: Path) -> int:
     """Training images after the 20 % validation hold-out."""
     n = len(read_splits(root)["train"])
@@ -109,7 +116,25 @@ def evaluate_run(ck: Path, test: str, root: Path, work: Path, labels_csv: Path |
     r["vcdr_mae_vs_masks"] = vc["mae_vs_masks"]
     r.update(referral_stats(rows, diagnosis))
     r["flagged_doubtful"] = sum(1 for row in rows if row.get("flags"))
+    r["doubt_flags"] = flag_value(rows, list(csv.DictReader((out / "per_image.csv").open())))
     return r
+
+
+def flag_value(measures: list[dict[str, str]], scores: list[dict[str, str]]) -> dict[str, Any]:
+    """Whether the doubt flags point at the bad cases: cup Dice and vCDR error of flagged and of
+    unflagged images."""
+    cup = {r["stem"]: float(r["dice"]) for r in scores if r["label"] == "cup"}
+    out: dict[str, Any] = {}
+    for name, sel in (("flagged", True), ("unflagged", False)):
+        rows = [r for r in measures if bool(r.get("flags")) == sel]
+        err = [abs(float(r["vcdr"]) - float(r["vcdr_true_masks"])) for r in rows]
+        err = [e for e in err if not math.isnan(e)]
+        out[name] = {
+            "n": len(rows),
+            "cup_dice_mean": float(np.mean([cup[r["stem"]] for r in rows])) if rows else None,
+            "vcdr_abs_err_mean": float(np.mean(err)) if err else None,
+        }
+    return out
 
 
 def read_diagnosis(path: Path | None) -> dict[str, str]:
@@ -151,7 +176,9 @@ def main() -> None:
     ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--refuge", type=Path, default=SHARED_DATA / "refuge_canon512")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_generalization"))
-    ap.add_argument("--runs", default=",".join(RUNS), help=f"subset of {','.join(RUNS)}")
+    ap.add_argument(
+        "--runs", default="drishti_plain,drishti,refuge,both", help=f"subset of {','.join(RUNS)}"
+    )
     ap.add_argument("--locator-draws", type=int, default=1600, help="images sampled, locator")
     ap.add_argument("--roi-draws", type=int, default=4800, help="crops sampled, ROI model")
     ap.add_argument("--crop-images", type=int, default=100, help="REFUGE test images for crops")
@@ -177,12 +204,14 @@ def main() -> None:
         for test, (root, labels_csv) in tests.items():
             logging.info("evaluating %s on %s", name, test)
             runs[f"{name}_to_{test}"] = evaluate_run(ck, test, root, args.work, labels_csv)
-    crops = None
-    if "both" in args.runs.split(","):
+    crops, chosen = None, None
+    mixed = [r for r in args.runs.split(",") if r.startswith("both")]
+    if mixed:  # the two-dataset variant with the best validation Dice (training splits only)
+        val = {r: val_dice(args.work / r) for r in mixed}
+        chosen = {"run": max(val, key=lambda r: val[r]), "val_dice_mean": val}
         stems = read_splits(roots["refuge"])["test"][: args.crop_images]
-        crops = crop_inputs(
-            args.work / "both" / "fundus.pt", roots["refuge"], stems, [0.1, 0.3, 0.6]
-        )
+        ck = args.work / chosen["run"] / "fundus.pt"
+        crops = crop_inputs(ck, roots["refuge"], stems, [0.1, 0.3, 0.6])
     result = {
         "commit": git_commit(),
         "machine": machine(),
@@ -197,6 +226,7 @@ def main() -> None:
         },
         "train_time_s": train_s,
         "runs": runs,
+        "both_chosen_by_validation": chosen,
         "crops_refuge_test": crops,
     }
     name = "fundus_generalization_quick" if args.quick else "fundus_generalization"

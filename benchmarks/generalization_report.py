@@ -49,6 +49,18 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"{fmt(ref['truth_vcdr_auc'])}, spec {fmt(ref['truth_spec_at_vcdr06'])}, sens "
             f"{fmt(ref['truth_sens_at_vcdr06'])} at vCDR >= 0.6.",
         ]
+    flagged = [
+        f"{name} {fmt(f['flagged']['cup_dice_mean'])} / {fmt(f['flagged']['vcdr_abs_err_mean'])} "
+        f"(n={f['flagged']['n']}) vs {fmt(f['unflagged']['cup_dice_mean'])} / "
+        f"{fmt(f['unflagged']['vcdr_abs_err_mean'])}"
+        for name, r in result["runs"].items()
+        if (f := r.get("doubt_flags")) and f["flagged"]["n"]
+    ]
+    lines += [
+        "",
+        "Doubt flags (predict's DOUBTFUL): cup Dice / |vCDR error| of flagged vs unflagged images: "
+        + ("; ".join(flagged) or "no image flagged"),
+    ]
     lines += [
         "",
         "Training time (s): "
@@ -57,7 +69,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     if result.get("crops_refuge_test"):
         lines += [
             "",
-            "## Disc-centred crops (model 'both', input kind detected automatically)",
+            f"## Disc-centred crops (model '{(result.get('both_chosen_by_validation') or {}).get('run', 'both')}', "
+            "input kind detected automatically)",
             "",
             "| disc share of crop area | images | recognised as crop | disc Dice | cup Dice |",
             "|---|---|---|---|---|",

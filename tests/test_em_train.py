@@ -27,7 +27,6 @@ from biounet.em.train_em import (
     save_em_checkpoint,
     train_em,
 )
-from biounet.errors import BiounetError
 from biounet.infer_tiling import mirror_pad
 from biounet.models import build_model, count_parameters, preset
 from biounet.models.unet_valid import valid_input_size
@@ -180,8 +179,27 @@ def test_choose_threshold_and_checkpoint_round_trip(tmp_path: Path) -> None:
     x = torch.randn(1, 1, 52, 52)
     with torch.no_grad():
         torch.testing.assert_close(c.build()(x), model.eval()(x))
-    with pytest.raises(BiounetError, match="unpadded U-Net .*predict_interior"):
-        make_predictor(tmp_path / "em.pt")
+    img = np.repeat(synthetic_em(1, 40)[0][0][..., None], 3, axis=2)  # RGB input is made grey
+    p = make_predictor(tmp_path / "em.pt", precision="fp32").predict(img)
+    want = predict_interior(c.build(), img[..., 0], out_tile=12)
+    np.testing.assert_allclose(p.prob[1], want, atol=1e-6)
+    assert np.array_equal(p.masks["membrane"], 1 - want > 0.5)
+    assert np.array_equal(p.masks["interior"], ~p.masks["membrane"])
+
+
+def test_predict_cli_on_an_em_checkpoint_writes_masks(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from biounet.cli import main
+
+    save_em_checkpoint(tmp_path / "em.pt", make_em_model(tiny_cfg(), seed=0), 12, 0.5)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(synthetic_em(1, 40)[0][0]).save(tmp_path / "in" / "s.png")
+    rc = main(["predict", "--checkpoint", str(tmp_path / "em.pt"), "--out", str(tmp_path / "o"),
+               "--precision", "fp32", str(tmp_path / "in")])  # fmt: skip
+    assert rc == 0
+    m = np.asarray(Image.open(tmp_path / "o" / "s_membrane.png"))
+    assert m.shape == (40, 40) and set(np.unique(m)) <= {0, 255}
 
 
 @pytest.mark.slow
@@ -208,3 +226,14 @@ def test_benchmark_quick_path(real_dataset: Callable[[str], Path], tmp_path: Pat
     }
     assert res["overlap_tile_2048"]["max_abs_diff_vs_direct"] < 1e-4
     assert (tmp_path / "overlap_tile_corner.png").is_file()
+
+
+def test_biounet_train_refuses_an_unpadded_unet_with_a_pointer(
+    synthetic_data, tmp_path, capsys
+) -> None:
+    from biounet.cli import main
+
+    rc = main(["train", "--data", str(synthetic_data), "--out", str(tmp_path / "r"),
+               "--preset", "paper_valid_small", "--epochs", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "biounet.em.train_em" in err and "Traceback" not in err

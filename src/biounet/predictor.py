@@ -148,9 +148,12 @@ def make_predictor(
         return FundusPipelinePredictor(
             ck, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
         )
-    if ck.model_config.arch == "unet_valid":  # its output is smaller than its input
-        raise BiounetError(
-            f"{path}: an unpadded U-Net (unet_valid); predict does not run these yet: use "
-            "biounet.em.train_em.predict_interior (overlap-tile prediction)"
-        )
+    if ck.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
+        from biounet.em.predictor import OverlapTilePredictor
+
+        if backend != "torch":
+            raise BiounetError(
+                f"{path}: --backend {backend} is not available for unet_valid models"
+            )
+        return OverlapTilePredictor(ck, precision)
     return ModelPredictor(ck, precision, threshold, backend, fast)

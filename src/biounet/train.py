@@ -247,6 +247,12 @@ def validate(
 def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False) -> Path:
     """Train per ``cfg``; writes config.yaml, metrics.csv, curves.png, best.pt, last.pt into ``out_dir``
     (rank 0 only). ``resume``: continue from ``out_dir/last.pt`` (see biounet.train_state)."""
+    if cfg.model.arch == "unet_valid":  # its output is smaller than its input: other targets
+        raise BiounetError(
+            f"preset {cfg.preset or 'unet_valid'}: the paper's unpadded U-Net trains with "
+            "biounet.em.train_em (tiles, weight map, elastic; see benchmarks/isbi2012_em.py), "
+            "not biounet train"
+        )
     check_batch_size(cfg.train.batch_size, dist)
     set_deterministic(cfg.train.deterministic)
     gen = seed_everything(cfg.train.seed)
