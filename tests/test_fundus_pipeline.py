@@ -130,3 +130,25 @@ def test_window_crops_of_a_list_of_differently_sized_images_equal_per_image_crop
     for k, img in enumerate((a, b)):
         one = crop_roi_windows(img[None], rois[k : k + 1], 16, scale=1 / 255)
         assert torch.equal(both[k], one[0])
+
+
+def test_reflection_padding_mirrors_the_image_past_its_edges() -> None:
+    from biounet.fundus.roi import crop_roi_windows
+
+    row = torch.arange(8, dtype=torch.float32).repeat(8, 1)[None]  # (1, 8, 8): value = column
+    roi = Roi(3.5, 3.5, 16.0)  # twice the image, centred: samples reach 4 px past each edge
+    z = crop_roi_windows([row], [roi], 16)[0, 0]
+    r = crop_roi_windows([row], [roi], 16, padding="reflection")[0, 0]
+    torch.testing.assert_close(z[4:12, 4:12], r[4:12, 4:12])  # the same inside the image
+    assert z[8, :4].tolist() == [0, 0, 0, 0]  # zeros past the left edge ...
+    torch.testing.assert_close(r[8, :4], torch.tensor([3.0, 2, 1, 0]))  # ... or the mirror image
+    torch.testing.assert_close(r[8, 12:], torch.tensor([7.0, 6, 5, 4]))
+
+
+def test_extent_is_the_larger_span() -> None:
+    from biounet.fundus.pipeline import _extent
+
+    m = np.zeros((10, 10), bool)
+    assert _extent(m) == 0
+    m[2:5, 1:8] = True
+    assert _extent(m) == 7

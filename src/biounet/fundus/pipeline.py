@@ -197,7 +197,8 @@ class FundusPredictor:
     def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
         """(L, R, R) probabilities on the crop: mean over members (and over flips with TTA)."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]  # (1, C, H, W) uint8
-        crop = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255)  # (1, C, R, R)
+        # mirrored past the image's edges: a tight crop around the disc then looks like retina
+        crop = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255, padding="reflection")
         flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         batch = torch.cat([crop.flip(f) if f else crop for f in flips])
         out = []
@@ -207,22 +208,32 @@ class FundusPredictor:
         return torch.stack(out).mean(0)
 
     def segment(
-        self, img: np.ndarray, roi: Roi, flags: list[str]
+        self, img: np.ndarray, roi: Roi, flags: list[str], kind: str = "full", recentre: int = 1
     ) -> tuple[Roi, np.ndarray, list[str]]:
-        """ROI model on ``roi``, re-centred once on the disc it finds when that moves the ROI
-        noticeably. Returns the ROI used, (L, H, W) probabilities and ``flags`` plus
-        "disc_size_unusual" when the disc does not fill about (1/roi_scale)^2 of the ROI."""
+        """ROI model on ``roi``, re-centred (up to ``recentre`` times) on the disc it finds when that
+        moves the ROI noticeably. Returns the ROI used, (L, H, W) probabilities and ``flags`` plus
+        "disc_size_unusual" when the disc does not fill about (1/roi_scale)^2 of the ROI or, read
+        as a ``kind="full"`` photograph, spans an implausible share of the image."""
         h, w = img.shape[:2]
         d = self.labels.index("disc")
         score_of = lambda p: p[d] + (p[self.labels.index("cup")] if "cup" in self.labels else 0)  # noqa: E731
         prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-        new = disc_roi(prob[d] > self.threshold, self.roi_scale, score=score_of(prob))
-        if new is not None and _moved(roi, new):
+        for _ in range(recentre):
+            new = disc_roi(prob[d] > self.threshold, self.roi_scale, score=score_of(prob))
+            if new is None or not _moved(roi, new):
+                break
             roi = new
             prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
-        share = float((prob[d] > self.threshold).sum()) / (roi.side / self.roi_scale) ** 2
+        disc = prob[d] > self.threshold
+        share = float(disc.sum()) / (roi.side / self.roi_scale) ** 2
         flags = list(flags)
         if not 0.3 <= share <= 1.2:  # a round disc fills pi/4 of its (side / scale)^2 box
+            flags.append("disc_size_unusual")
+        elif kind == "full" and (
+            _extent(disc) < 20 or not 0.02 <= _extent(disc) / max(h, w) <= 0.3
+        ):
+            # a photograph's disc spans about 5-25 % of its larger side (a crop's, 30 % or more),
+            # and a disc under 20 px is too small to measure a cup in: a crop misread, or no disc
             flags.append("disc_size_unusual")
         return roi, prob, flags
 
@@ -231,14 +242,14 @@ class FundusPredictor:
 
         img = match_channels(img, int(self.roi.preprocess["in_channels"]))
         if self.input_kind == "crop":
-            roi, prob, flags = self.segment(img, self.crop_roi(img), [])
+            roi, prob, flags = self.segment(img, self.crop_roi(img), [], "crop", recentre=2)
             self.last_input_kind = "crop"
         else:
             roi, prob, flags = self.segment(img, *self.locate(img))
             self.last_input_kind = "full"
             if self.input_kind == "auto" and flags:
                 # the photograph reading is doubtful: try the image as a disc-centred crop
-                c_roi, c_prob, c_flags = self.segment(img, self.crop_roi(img), [])
+                c_roi, c_prob, c_flags = self.segment(img, self.crop_roi(img), [], "crop", 2)
                 if not c_flags:
                     roi, prob, flags, self.last_input_kind = c_roi, c_prob, c_flags, "crop"
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
@@ -251,6 +262,14 @@ class FundusPredictor:
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
         return FundusResult(prob, masks, roi, flags)
+
+
+def _extent(mask: np.ndarray) -> int:
+    """(H, W) bool -> the larger of the rows and columns it spans; 0 when empty."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return 0
+    return int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
 
 
 def _moved(a: Roi, b: Roi) -> bool:

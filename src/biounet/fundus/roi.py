@@ -82,11 +82,16 @@ def roi_theta(
 
 
 def crop_rois(
-    images: torch.Tensor, theta: torch.Tensor, size: int, mode: str = "bilinear"
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    size: int,
+    mode: str = "bilinear",
+    padding: str = "zeros",
 ) -> torch.Tensor:
-    """(B, C, H, W) float -> (B, C, size, size) sampled through ``theta``; outside the image is 0."""
+    """(B, C, H, W) float -> (B, C, size, size) sampled through ``theta``; outside the image is 0
+    (``padding="zeros"``) or the image mirrored at its edges (``"reflection"``)."""
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
 
 
 def crop_roi_windows(
@@ -97,6 +102,7 @@ def crop_roi_windows(
     angle: torch.Tensor | None = None,
     flip: torch.Tensor | None = None,
     scale: float = 1.0,
+    padding: str = "zeros",
 ) -> torch.Tensor:
     """Like ``crop_rois(images.float() * scale, roi_theta(rois, ...), size)`` for (B, C, H, W) images of
     any dtype, but each sample converts to float only the window its (rotated) ROI can reach, not the
@@ -124,7 +130,7 @@ def crop_roi_windows(
             angle[k : k + 1],
             flip[k : k + 1],
         )
-        out.append(crop_rois(win, theta, size, mode)[0])
+        out.append(crop_rois(win, theta, size, mode, padding)[0])
     return torch.stack(out)
 
 
