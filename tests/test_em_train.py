@@ -237,3 +237,42 @@ def test_biounet_train_refuses_an_unpadded_unet_with_a_pointer(
                "--preset", "paper_valid_small", "--epochs", "1"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "biounet.em.train_em" in err and "Traceback" not in err
+
+
+def test_train_em_cli_on_a_folder_then_predict(tmp_path: Path, capsys) -> None:
+    import json
+
+    from PIL import Image
+
+    from biounet.cli import main
+
+    images, interior = synthetic_em(4, 64)
+    for sub in ("images", "masks"):
+        (tmp_path / "em" / sub).mkdir(parents=True)
+    for i, (im, m) in enumerate(zip(images, interior, strict=True)):
+        Image.fromarray(im).save(tmp_path / "em" / "images" / f"s{i}.png")
+        Image.fromarray((~m).astype(np.uint8) * 255).save(tmp_path / "em" / "masks" / f"s{i}.png")
+    rc = main(["train-em", "--data", str(tmp_path / "em"), "--out", str(tmp_path / "run"),
+               "--membrane-masks", "--max-iters", "2", "--minutes", "1", "--width", "2",
+               "--out-tile", "20", "--val-fraction", "0.25"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "V-Rand" in out and "model.pt" in out
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["iterations"] == 2 and len(s["val_stems"]) == 1 and len(s["train_stems"]) == 3
+    rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "model.pt"),
+               "--out", str(tmp_path / "p"), str(tmp_path / "em" / "images")])  # fmt: skip
+    assert rc == 0 and (tmp_path / "p" / "s0_membrane.png").is_file()
+
+
+def test_train_em_refuses_rgb_slices_naming_the_file(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from biounet.cli import main
+
+    for sub in ("images", "masks"):
+        (tmp_path / "em" / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "em" / "images" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "em" / "masks" / "a.png")
+    rc = main(["train-em", "--data", str(tmp_path / "em"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "a.png" in err and "grey" in err and "Traceback" not in err

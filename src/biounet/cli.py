@@ -3,45 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from biounet import __version__
-from biounet.config import DataConfig, RunConfig, TrainConfig
+from biounet.cli_commands import (
+    cmd_cv,
+    cmd_demo,
+    cmd_ensemble,
+    cmd_evaluate,
+    cmd_export,
+    cmd_export_dataset,
+    cmd_import_dataset,
+    cmd_model_info,
+    cmd_predict,
+    cmd_train,
+    cmd_train_em,
+)
 from biounet.errors import BiounetError
 
 log = logging.getLogger("biounet")
-
-# Per-preset training defaults. The article's recipe for "seed": Adam 1e-4, StepLR(10, 0.1), 50 epochs, 224 px.
-RECIPES: dict[str, dict] = {
-    "seed": {
-        "epochs": 50,
-        "lr": 1e-4,
-        "lr_step": 10,
-        "lr_gamma": 0.1,
-        "batch_size": 4,
-        "image_size": 224,
-    },
-    "paper": {
-        "epochs": 50,
-        "lr": 1e-4,
-        "lr_step": 10,
-        "lr_gamma": 0.1,
-        "batch_size": 4,
-        "image_size": 256,
-    },
-    "small": {"epochs": 60, "lr": 2e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
-    "medium": {"epochs": 60, "lr": 1e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
-}
-# The family trains with its U-Net's recipe, so comparisons change only the architecture.
-RECIPES |= {"attention_seed": RECIPES["seed"], "unetpp_seed": RECIPES["seed"]}
-RECIPES |= {"attention_small": RECIPES["small"], "unetpp_small": RECIPES["small"]}
 
 
 def positive_int(s: str) -> int:
@@ -76,278 +59,6 @@ def fraction(s: str) -> float:
 
 def csv_list(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
-
-
-def build_run_config(a: argparse.Namespace) -> RunConfig:
-    """The one config of a training run, from the CLI arguments and the preset's recipe."""
-    from biounet.models import preset
-
-    if getattr(a, "tensorboard", False) and importlib.util.find_spec("tensorboard") is None:
-        raise BiounetError(
-            "--tensorboard: the tensorboard package is not installed (pip install tensorboard)"
-        )
-    r = RECIPES.get(a.preset, RECIPES["small"])
-    model = preset(a.preset, in_channels=a.in_channels or 0)
-    pick = lambda v, key: r[key] if v is None else v  # noqa: E731
-    data = DataConfig(
-        root=str(a.data),
-        labels=a.labels or (),
-        image_size=pick(a.image_size, "image_size"),
-        invert_masks=a.invert_masks or (),
-        val_fraction=a.val_fraction,
-        augment=not a.no_augment,
-        camera_augment=a.camera_augment,
-    )
-    train = TrainConfig(
-        epochs=pick(a.epochs, "epochs"),
-        batch_size=pick(a.batch_size, "batch_size"),
-        lr=pick(a.lr, "lr"),
-        lr_step=r.get("lr_step", 0),
-        lr_gamma=r.get("lr_gamma", 0.1),
-        lr_schedule=a.lr_schedule or ("step" if r.get("lr_step", 0) else "constant"),
-        seed=a.seed,
-        precision=a.precision,
-        max_minutes=a.max_minutes or 0.0,
-        deterministic=a.deterministic,
-        tensorboard=a.tensorboard,
-        sync_bn=a.sync_bn,
-    )
-    return RunConfig(data=data, model=model, train=train, preset=a.preset)
-
-
-def resume_config(a: argparse.Namespace) -> RunConfig:
-    """The config of the run in ``a.resume`` (its config.yaml); only ``--epochs`` may change it."""
-    defaults = vars(parser().parse_args(["train", "--resume", str(a.resume)]))
-    given = [
-        "--" + k.replace("_", "-")
-        for k, v in vars(a).items()
-        if k not in ("epochs", "debug", "quiet") and v != defaults.get(k)
-    ]
-    if given:
-        raise BiounetError(
-            f"--resume continues {a.resume} as its config.yaml says; drop {', '.join(given)} "
-            "(only --epochs may change)"
-        )
-    path = a.resume / "config.yaml"
-    if not path.is_file():
-        raise BiounetError(
-            f"{path}: not found; --resume takes a run folder written by biounet train"
-        )
-    cfg = RunConfig.load_yaml(path)
-    if a.epochs:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=a.epochs))
-    return cfg
-
-
-def cmd_train(a: argparse.Namespace) -> int:
-    from biounet.dist import Dist, destroy_process_group, init_process_group
-    from biounet.train import fit
-
-    if a.pipeline == "fundus":
-        if a.resume:
-            raise BiounetError("--resume: not available with --pipeline fundus")
-        return train_fundus(a)
-    if a.resume:
-        cfg, out = resume_config(a), a.resume
-    elif a.data is None or a.out is None:
-        raise BiounetError("train needs --data and --out (or --resume RUN_DIR)")
-    else:
-        cfg, out = build_run_config(a), a.out
-    # torchrun's variables are read here and nowhere else; the rest of biounet gets a Dist
-    dist = Dist.from_env(os.environ)
-    if not dist.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    init_process_group(dist)
-    try:
-        out = fit(cfg, out, dist, resume=a.resume is not None)
-    finally:
-        destroy_process_group(dist)
-    if dist.is_main:
-        print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, report.html, ...)")
-    return 0
-
-
-def train_fundus(a: argparse.Namespace) -> int:
-    from biounet.fundus.pipeline import FundusConfig, fit_fundus
-
-    fc = FundusConfig(
-        data_root=str(a.data),
-        labels=a.labels or ("disc", "cup"),
-        roi_size=a.image_size or 256,
-        roi_epochs=a.epochs or FundusConfig.roi_epochs,
-        locator_epochs=a.locator_epochs,
-        roi_preset=a.preset,
-        batch_size=a.batch_size or 8,
-        lr=a.lr or 2e-3,
-        seed=a.seed,
-        val_fraction=a.val_fraction,
-        precision=a.precision,
-        roi_scale=a.roi_scale,
-        roi_minutes=a.max_minutes or 0.0,
-        camera_augment=a.camera_augment,
-    )
-    path = fit_fundus(fc, a.out)
-    print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
-    return 0
-
-
-def cmd_cv(a: argparse.Namespace) -> int:
-    from biounet.cv import format_cv_summary, run_cv, summarize
-    from biounet.dist import Dist
-
-    if a.out is None or (a.data is None and not a.summarize):
-        raise BiounetError("cv needs --out, and --data unless --summarize")
-    if a.resume or a.pipeline != "plain":
-        raise BiounetError(
-            "cv: --resume and --pipeline fundus are not available (run the same cv command again: "
-            "done folds are skipped and an interrupted one resumes)"
-        )
-    if a.summarize and a.fold is not None:
-        raise BiounetError("cv: --summarize and --fold exclude each other")
-    if Dist.from_env(os.environ).enabled:
-        raise BiounetError("cv: start folds as separate processes (--fold K), not under torchrun")
-    s = summarize(a.out) if a.summarize else run_cv(build_run_config(a), a.out, a.folds, a.fold)
-    if s is None:
-        print(f"fold {a.fold} done: {a.out}/fold_{a.fold}; cv_summary.json follows with every fold")
-        return 0
-    print(format_cv_summary(s))
-    print(f"wrote {a.out}/cv_summary.json")
-    return 0
-
-
-def cmd_evaluate(a: argparse.Namespace) -> int:
-    from biounet.evaluate import evaluate_checkpoint
-
-    s = evaluate_checkpoint(
-        a.checkpoint,
-        a.data,
-        a.split,
-        a.out,
-        a.threshold,
-        a.precision,
-        invert_masks=a.invert_masks or (),
-        tta=a.tta,
-        postprocess=not a.no_postprocess,
-        fit_ellipse=a.ellipse,
-        uncertainty=a.uncertainty,
-    )
-    print(format_summary(s))
-    print(f"wrote {a.out}/per_image.csv, summary.json and report.html")
-    return 0
-
-
-def format_summary(s: dict) -> str:
-    lines = [
-        f"{s['n_images']} images, split {s['split']}, threshold {s['threshold']} (per-image mean ± std)",
-        f"{'label':<12}{'Dice':>16}{'IoU':>16}{'precision':>12}{'recall':>10}{'BCE':>8}",
-    ]
-    for lb, m in s["labels"].items():
-        lines.append(
-            f"{lb:<12}{m['dice_mean']:>9.4f} ±{m['dice_std']:.3f}{m['iou_mean']:>9.4f} ±{m['iou_std']:.3f}"
-            f"{m['precision_mean']:>12.4f}{m['recall_mean']:>10.4f}{m['bce_mean']:>8.4f}"
-        )
-    if all("ece" in m for m in s["labels"].values()):
-        lines.append(
-            "calibration error (ECE, pixels pooled): "
-            + ", ".join(f"{lb} {m['ece']:.4f}" for lb, m in s["labels"].items())
-        )
-    if "uncertainty" in s:
-        u = s["uncertainty"]
-        lines.append(
-            f"uncertainty score, AUROC for Dice < {u['dice_below']}: "
-            + ", ".join(
-                f"{k} {'-' if v['auroc'] is None else format(v['auroc'], '.3f')} ({v['n_below']} below)"
-                for k, v in u.items()
-                if isinstance(v, dict)
-            )
-        )
-    if "vcdr" in s:
-        v = s["vcdr"]
-        lines.append(
-            "vCDR mean abs. error: "
-            + ", ".join(f"{k[4:]} {val:.4f}" for k, val in v.items() if k.startswith("mae_"))
-        )
-    am = s["article_metrics"]
-    lines.append(
-        f"article's pooled numbers: BCE {am['bce']:.4f}, 'dice' (1 - soft Dice) {am['dice_loss_pooled']:.4f}, "
-        f"IoU {am['iou_pooled']:.4f}"
-    )
-    return "\n".join(lines)
-
-
-def cmd_predict(a: argparse.Namespace) -> int:
-    from biounet.predict import predict_paths
-
-    done, skipped, errors = predict_paths(
-        a.checkpoint,
-        a.inputs,
-        a.out,
-        a.threshold,
-        a.precision,
-        tta=a.tta,
-        postprocess=not a.no_postprocess,
-        fit_ellipse=a.ellipse,
-        input_kind=a.input,
-        backend=a.backend,
-        fast=not a.no_fast,
-        uncertainty=a.uncertainty,
-        overwrite=a.overwrite,
-        show_progress=not a.quiet,
-    )
-    kept = f", {len(skipped)} skipped (outputs exist; --overwrite redoes them)" if skipped else ""
-    print(f"{len(done)} image(s) written to {a.out}{kept}")
-    for e in errors:
-        print(f"biounet: skipped: {e}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def cmd_export(a: argparse.Namespace) -> int:
-    from biounet.export import export_checkpoint
-
-    for path in export_checkpoint(a.checkpoint, a.out, a.format):
-        print(f"wrote {path}")
-    return 0
-
-
-def cmd_model_info(a: argparse.Namespace) -> int:
-    from biounet.models import build_model, count_parameters, preset
-
-    cfg = preset(a.preset, in_channels=a.in_channels, out_channels=a.out_channels)
-    model = build_model(cfg)
-    print(f"preset {a.preset}: {json.dumps(dataclasses.asdict(cfg))}")
-    print(model)
-    print(f"trainable parameters: {count_parameters(model):,}")
-    return 0
-
-
-def cmd_ensemble(a: argparse.Namespace) -> int:
-    from biounet.fundus.pipeline import save_ensemble
-
-    out = save_ensemble(a.members, a.out)
-    print(f"ensemble of {len(a.members)} fundus pipelines: {out}")
-    return 0
-
-
-def cmd_demo(a: argparse.Namespace) -> int:
-    from biounet.demo import run_demo
-
-    run_demo(Path(a.out), minutes=a.minutes, seed=a.seed)
-    return 0
-
-
-def cmd_export_dataset(a: argparse.Namespace) -> int:
-    from biounet.data.nnunet import folder_to_nnunet
-
-    path = folder_to_nnunet(a.data, a.out, a.dataset_id, a.name, a.labels or ())
-    print(f"nnU-Net v2 raw dataset: {path}")
-    return 0
-
-
-def cmd_import_dataset(a: argparse.Namespace) -> int:
-    from biounet.data.nnunet import nnunet_to_folder
-
-    print(f"biounet dataset folder: {nnunet_to_folder(a.data, a.out)}")
-    return 0
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -492,6 +203,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--fold", type=int, metavar="K", help="run only fold K (0..folds-1)")
     c.add_argument("--summarize", action="store_true", help="only write OUT/cv_summary.json")
     c.set_defaults(func=cmd_cv)
+
+    te = sub.add_parser(
+        "train-em",
+        help="the paper's unpadded U-Net on grey EM slices (weight map, elastic, overlap-tile)",
+        description="Trains paper_valid_small (unpadded convs, 2-class softmax, weighted CE) on "
+        "random tiles of the split's slices, chooses the membrane threshold by V-Rand on a held-out "
+        "--val-fraction of them, writes OUT/model.pt and OUT/summary.json.",
+    )
+    te.add_argument("--data", type=Path, required=True, help="images/ + masks/ (one mask each)")
+    te.add_argument("--out", type=Path, required=True)
+    te.add_argument("--split", default="train", help="split in splits.json (default train)")
+    te.add_argument("--val-fraction", type=fraction, default=0.2)
+    te.add_argument(
+        "--membrane-masks",
+        action="store_true",
+        help="masks mark membranes (default: cell interior, as ISBI 2012)",
+    )
+    te.add_argument("--minutes", type=positive_float, default=10.0, help="training time budget")
+    te.add_argument("--max-iters", type=int, default=0, help="also stop after this many (0: no)")
+    te.add_argument("--width", type=positive_int, default=16, help="first level's channels")
+    te.add_argument("--out-tile", type=positive_int, default=260, help="training output tile side")
+    te.add_argument("--lr", type=positive_float, default=1e-3)
+    te.add_argument("--no-weight-map", action="store_true", help="class balance only (w0 = 0)")
+    te.add_argument("--no-elastic", action="store_true")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32")
+    te.set_defaults(func=cmd_train_em)
 
     e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")
     e.add_argument("--checkpoint", type=Path, required=True)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def run_demo(out: Path, minutes: float = 3.0, seed: int = 0) -> dict:
     """Generate data, train the small model for ``minutes``, evaluate on held-out images, predict.
     Layout: out/data, out/run, out/eval, out/predictions. Returns the evaluation summary."""
-    from biounet.cli import format_summary
+    from biounet.cli_commands import format_summary
 
     t0 = time.perf_counter()
     data = write_synthetic_dataset(out / "data", n_train=40, n_test=12, seed=seed)

@@ -1,0 +1,68 @@
+"""The pure parts of benchmarks/fundus_generalization.py and its markdown, on hand-made rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import fundus_generalization as fg
+    import generalization_report as gr
+finally:
+    sys.path.remove(str(BENCH))
+
+
+def test_flag_value_splits_cup_dice_and_vcdr_error_by_flag() -> None:
+    measures = [
+        {"stem": "a", "vcdr": "0.5", "vcdr_true_masks": "0.4", "flags": ""},
+        {"stem": "b", "vcdr": "0.9", "vcdr_true_masks": "0.5", "flags": "disc_size_unusual"},
+        {"stem": "c", "vcdr": "nan", "vcdr_true_masks": "0.5", "flags": "empty_disc"},
+    ]
+    scores = [
+        {"stem": "a", "label": "cup", "dice": "0.9"},
+        {"stem": "a", "label": "disc", "dice": "0.95"},
+        {"stem": "b", "label": "cup", "dice": "0.2"},
+        {"stem": "c", "label": "cup", "dice": "0.0"},
+    ]
+    out = fg.flag_value(measures, scores)
+    assert out["unflagged"] == {
+        "n": 1,
+        "cup_dice_mean": 0.9,
+        "vcdr_abs_err_mean": pytest.approx(0.1),
+    }
+    assert out["flagged"]["n"] == 2 and out["flagged"]["cup_dice_mean"] == pytest.approx(0.1)
+    assert out["flagged"]["vcdr_abs_err_mean"] == pytest.approx(0.4)  # the NaN vCDR is left out
+
+
+def test_val_dice_is_the_best_epoch_of_the_crop_model(tmp_path: Path) -> None:
+    (tmp_path / "roi").mkdir()
+    (tmp_path / "roi" / "metrics.csv").write_text("epoch,val_dice_mean\n1,0.5\n2,0.8\n3,0.7\n")
+    assert fg.val_dice(tmp_path) == 0.8
+
+
+def test_markdown_has_a_row_per_run_and_dashes_for_missing_labels(tmp_path: Path) -> None:
+    run = {
+        "n_images": 3,
+        "disc": {"dice_mean": 0.9},
+        "cup": {"dice_mean": 0.8},
+        "vcdr_mae": 0.05,
+        "vcdr_auc": None,
+        "flagged_doubtful": 0,
+        "doubt_flags": {"flagged": {"n": 0}, "unflagged": {"n": 3}},
+    }
+    result = {
+        "commit": "abc",
+        "machine": "m",
+        "wall_time_s": 1.0,
+        "runs": {"x_to_y": run},
+        "train_time_s": {"x": 10.0},
+        "crops_refuge_test": None,
+    }
+    gr.write_markdown(result, tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "| x_to_y | 3 | 0.900 | 0.800 | 0.050 | - |" in text
+    assert "no image flagged" in text and "x 10" in text
