@@ -130,7 +130,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     finally:
         destroy_process_group(dist)
     if dist.is_main:
-        print(f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png, report.html, ...)")
+        print(
+            f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png; report.html for one dataset folder)"
+        )
     return 0
 
 
