@@ -26,7 +26,6 @@ import base64
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 from io import BytesIO
@@ -42,22 +41,9 @@ from biounet.data.folder import discover, read_splits  # noqa: E402
 from biounet.data.nnunet import folder_to_nnunet, nnunet_to_folder  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
+from headless import CHROMIUM, console_lines, run_chromium  # noqa: E402
 
 NAME = "drishti_extras"
-CHROMIUM = Path("/usr/bin/chromium")
-# as tests/test_report_browser.py: headless, no network, console messages on stderr
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--enable-logging=stderr",
-    "--v=0",
-]
 THUMB_MAX = 256  # case thumbnails in the report (biounet.viz.contour_thumbnail's side)
 SHOT_MAX_BYTES = 500_000
 
@@ -111,11 +97,10 @@ def screenshot(report: Path, dest: Path, work: Path, width: int, height: int) ->
     profile = work / "chromium_profile"
     shutil.rmtree(profile, ignore_errors=True)
     size = [f"--window-size={width},{height}", "--force-device-scale-factor=1", "--hide-scrollbars"]
-    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *size, f"--screenshot={raw}"]
-    r = subprocess.run([*cmd, report.as_uri()], capture_output=True, text=True, timeout=120)
+    r = run_chromium(profile, report.as_uri(), *size, f"--screenshot={raw}", timeout=120)
     if r.returncode != 0 or not raw.is_file():
         raise SystemExit(f"chromium failed ({r.returncode}): {r.stderr[-1500:]}")
-    console = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+    console = console_lines(r.stderr)
     with Image.open(raw) as im:
         rgb = im.convert("RGB")
     for colours in (256, 128, 64):  # palette PNG: text and plots stay sharp, thumbnails dithered

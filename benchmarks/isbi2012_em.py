@@ -29,16 +29,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biounet.checkpoint import load_checkpoint  # noqa: E402
-from biounet.em.tiles import make_slices, read_em_slices  # noqa: E402
+from biounet.em.fit_em import SLICE_OUT_TILE, train_and_calibrate  # noqa: E402
+from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
-    choose_threshold,
     make_em_model,
     mean_scores,
     predict_interior,
-    save_em_checkpoint,
     score_slices,
-    train_em,
 )
 from biounet.models import count_parameters, preset  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
@@ -53,14 +51,11 @@ ARMS = {  # name -> (weight map border term, elastic deformation)
     "neither": (False, False),
 }
 KEYS = ("pixel_error", "rand_error", "adapted_rand_error", "v_rand", "v_info")
-SLICE_OUT_TILE = 516  # one 700 px input tile per 512 px slice
 
 
 def run_arm(name: str, data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
     """Train one arm on slices 00-19, pick its threshold on 20-24; checkpoint to --work."""
     border, elastic = ARMS[name]
-    slices = make_slices(data["train_img"], data["train_int"], w0=10.0 if border else 0.0)
-    model = make_em_model(preset("paper_valid_small", base_width=args.base_width), args.seed)
     cfg = EmTrainConfig(
         out_tile=args.out_tile,
         lr=args.lr,
@@ -70,11 +65,17 @@ def run_arm(name: str, data: dict[str, np.ndarray], args: argparse.Namespace) ->
         seed=args.seed,
         precision=args.precision,
     )
-    rows = train_em(model, slices, cfg)
-    probs = [predict_interior(model, im, SLICE_OUT_TILE, args.precision) for im in data["held_img"]]
-    thr, sweep = choose_threshold(probs, data["held_int"], tuple(args.thresholds))
-    held = mean_scores(score_slices(probs, data["held_int"], thr))
-    save_em_checkpoint(args.work / f"{name}.pt", model, SLICE_OUT_TILE, thr, {"arm": name})
+    fit = train_and_calibrate(
+        (data["train_img"], data["train_int"]),
+        (data["held_img"], data["held_int"]),
+        border,
+        args.base_width,
+        cfg,
+        args.work / f"{name}.pt",
+        {"arm": name},
+        tuple(args.thresholds),
+    )
+    rows, thr, sweep, held = fit.rows, fit.threshold, fit.sweep, fit.scores
     logging.info("%s: %d iters, held-out v_rand %.4f at %.2f", name, len(rows), held["v_rand"], thr)
     return {
         "weight_map": border,

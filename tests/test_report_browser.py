@@ -6,7 +6,7 @@ Skipped with a message where /usr/bin/chromium is missing (CI installs it: see .
 from __future__ import annotations
 
 import re
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,41 +15,24 @@ from PIL import Image
 
 from biounet.api import evaluate, fit
 
-CHROMIUM = Path("/usr/bin/chromium")
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    from headless import CHROMIUM, console_lines, run_chromium
+finally:
+    sys.path.remove(str(BENCH))
+
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(),
     reason="/usr/bin/chromium not found: browser test skipped (apt-get install chromium)",
 )
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # the page must need no network
-    "--enable-logging=stderr",
-    "--v=0",
-]
 
 
 def chromium(tmp: Path, url: str, *extra: str) -> tuple[str, str]:
     """(stdout, stderr) of one headless run with a fresh profile."""
-    profile = tmp / f"profile{len(list(tmp.glob('profile*')))}"
-    r = subprocess.run(
-        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *extra, url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_chromium(tmp / f"profile{len(list(tmp.glob('profile*')))}", url, *extra)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout, r.stderr
-
-
-def console_lines(stderr: str) -> list[str]:
-    """Anything the page wrote to the console (errors, uncaught exceptions, failed loads)."""
-    return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
 
 
 @pytest.fixture(scope="module")

@@ -79,12 +79,18 @@ def test_a_stem_in_two_sources_is_an_error(two_sets: Path) -> None:
         split_samples(RunConfig(data=DataConfig(root=str(p))))
 
 
-def test_draw_order_is_a_permutation_for_equal_weights_and_follows_unequal_ones() -> None:
+def test_draw_order_is_a_permutation_without_weights_and_follows_weights() -> None:
+    from biounet.data.dataset import sample_weights
+    from biounet.data.folder import Sample
+
     g = torch.Generator().manual_seed(0)
-    order = draw_order(torch.ones(7, dtype=torch.float64), g)
+    order = draw_order(None, 7, g)
     assert sorted(order.tolist()) == list(range(7))
-    w = torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=torch.float64)
-    draws = torch.cat([draw_order(w, g) for _ in range(2000)])
+    same = [Sample(f"s{i}", Path(f"s{i}.png"), weight=0.25) for i in range(4)]
+    assert sample_weights(same) is None  # equal weights draw as a permutation
+    w = sample_weights([*same[:3], Sample("x", Path("x.png"), weight=0.75)])
+    assert w is not None and w.tolist() == [0.25, 0.25, 0.25, 0.75]
+    draws = torch.cat([draw_order(w, 4, g) for _ in range(2000)])
     assert len(draws) == 8000
     assert (draws == 3).float().mean().item() == pytest.approx(0.5, abs=0.02)
 

@@ -139,11 +139,7 @@ def array_batches(
     """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
     Distributed: every rank draws and augments the same global batch and keeps its own slice."""
     n, bs = len(data), cfg.train.batch_size
-    order = (
-        draw_order(data.weights, gen)
-        if data.weights is not None
-        else torch.randperm(n, generator=gen)
-    )
+    order = draw_order(data.weights, n, gen)
     if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
         order = order[:-1]
     order = epoch_order(order, dist)

@@ -80,10 +80,9 @@ def read_spec(path: str | Path) -> list[Source]:
     return out
 
 
-def draw_order(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(N,) per-image weights -> (N,) int64 indices: a random permutation when all weights are
-    equal, else N draws with replacement, image i drawn with probability weights[i] / sum."""
-    n = len(weights)
-    if n == 0 or bool((weights == weights[0]).all()):
+def draw_order(weights: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n,) int64 indices for one epoch: a random permutation when ``weights`` is None (all images
+    alike), else n draws with replacement, image i drawn with probability weights[i] / sum."""
+    if weights is None:
         return torch.randperm(n, generator=gen)
     return torch.multinomial(weights.double(), n, replacement=True, generator=gen)

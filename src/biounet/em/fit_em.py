@@ -89,23 +89,16 @@ def fit_em(cfg: EmFitConfig, out_dir: Path) -> dict:
     val_idx, tr_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    slices = make_slices(images[tr_idx], interior[tr_idx], w0=10.0 if cfg.weight_map else 0.0)
-    model = make_em_model(
-        preset("paper_valid_small", in_channels=1, base_width=cfg.base_width), cfg.train.seed
+    fit = train_and_calibrate(
+        (images[tr_idx], interior[tr_idx]),
+        (images[val_idx], interior[val_idx]),
+        cfg.weight_map,
+        cfg.base_width,
+        cfg.train,
+        out_dir / "model.pt",
+        {"fit": asdict(cfg)},
     )
-    log.info(
-        "%d train / %d val slices; %s parameters",
-        len(tr_idx),
-        n_val,
-        f"{count_parameters(model):,}",
-    )
-    rows = train_em(model, slices, cfg.train)
-    probs = [
-        predict_interior(model, images[i], SLICE_OUT_TILE, cfg.train.precision) for i in val_idx
-    ]
-    thr, sweep = choose_threshold(probs, interior[val_idx])
-    scores = mean_scores(score_slices(probs, interior[val_idx], thr))
-    save_em_checkpoint(out_dir / "model.pt", model, SLICE_OUT_TILE, thr, {"fit": asdict(cfg)})
+    rows, thr, sweep, scores = fit.rows, fit.threshold, fit.sweep, fit.scores
     summary = {
         "train_stems": [stems[i] for i in tr_idx],
         "val_stems": [stems[i] for i in val_idx],
@@ -117,3 +110,45 @@ def fit_em(cfg: EmFitConfig, out_dir: Path) -> dict:
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@dataclass
+class EmFit:
+    """What ``train_and_calibrate`` gives: the per-iteration rows of ``train_em``, the membrane
+    threshold chosen on the held-out slices, the V-Rand of each threshold tried, and the mean scores
+    at the chosen one."""
+
+    rows: list[dict[str, float]]
+    threshold: float
+    sweep: dict[float, float]
+    scores: dict[str, float]
+
+
+def train_and_calibrate(
+    train: tuple[np.ndarray, np.ndarray],
+    held: tuple[np.ndarray, np.ndarray],
+    weight_map: bool,
+    base_width: int,
+    cfg: EmTrainConfig,
+    checkpoint: Path,
+    extra: dict | None = None,
+    thresholds: tuple[float, ...] | None = None,
+) -> EmFit:
+    """Train ``paper_valid_small`` at ``base_width`` on (images (N, H, W) uint8, interior (N, H, W)
+    bool) ``train``, choose the membrane threshold by V-Rand on ``held``, write ``checkpoint``."""
+    slices = make_slices(*train, w0=10.0 if weight_map else 0.0)
+    model = make_em_model(
+        preset("paper_valid_small", in_channels=1, base_width=base_width), cfg.seed
+    )
+    log.info(
+        "%d train / %d held-out slices; %s parameters",
+        len(train[0]),
+        len(held[0]),
+        f"{count_parameters(model):,}",
+    )
+    rows = train_em(model, slices, cfg)
+    probs = [predict_interior(model, im, SLICE_OUT_TILE, cfg.precision) for im in held[0]]
+    thr, sweep = choose_threshold(probs, held[1], *([thresholds] if thresholds else []))
+    scores = mean_scores(score_slices(probs, held[1], thr))
+    save_em_checkpoint(checkpoint, model, SLICE_OUT_TILE, thr, extra)
+    return EmFit(rows, thr, sweep, scores)

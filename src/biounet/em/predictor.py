@@ -7,8 +7,10 @@ import numpy as np
 
 from biounet.checkpoint import Checkpoint
 from biounet.data.transforms import match_channels
+from biounet.em.train_em import predict_interior
 from biounet.errors import BiounetError
 from biounet.infer import pick_device, resolve_precision
+from biounet.predictor import Prediction  # biounet.predictor imports this module lazily
 
 
 class OverlapTilePredictor:
@@ -30,10 +32,7 @@ class OverlapTilePredictor:
         self.in_channels = int(ck.preprocess.get("in_channels", 1))
         self.threshold = float(ck.extra.get("membrane_threshold", 0.5))
 
-    def predict(self, img: np.ndarray):  # -> biounet.predictor.Prediction
-        from biounet.em.train_em import predict_interior
-        from biounet.predictor import Prediction
-
+    def predict(self, img: np.ndarray) -> Prediction:
         if self.in_channels != 1:
             raise BiounetError("overlap-tile predict runs grey (1-channel) models only")
         grey = match_channels(img, 1)[..., 0]

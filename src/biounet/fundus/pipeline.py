@@ -226,12 +226,11 @@ class FundusPredictor:
             prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
         disc = prob[d] > self.threshold
         share = float(disc.sum()) / (roi.side / self.roi_scale) ** 2
+        extent = _extent(disc)
         flags = list(flags)
         if not 0.3 <= share <= 1.2:  # a round disc fills pi/4 of its (side / scale)^2 box
             flags.append("disc_size_unusual")
-        elif kind == "full" and (
-            _extent(disc) < 20 or not 0.02 <= _extent(disc) / max(h, w) <= 0.3
-        ):
+        elif kind == "full" and (extent < 20 or not 0.02 <= extent / max(h, w) <= 0.3):
             # a photograph's disc spans about 5-25 % of its larger side (a crop's, 30 % or more),
             # and a disc under 20 px is too small to measure a cup in: a crop misread, or no disc
             flags.append("disc_size_unusual")

@@ -81,11 +81,7 @@ def roi_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Augmented ROI batches: x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}."""
     n, bs, size = len(full.stems), cfg.train.batch_size, cfg.data.image_size
-    order = (
-        draw_order(full.weights, gen)
-        if full.weights is not None
-        else torch.randperm(n, generator=gen)
-    )
+    order = draw_order(full.weights, n, gen)
     if n % bs == 1 and n > bs:
         order = order[:-1]
     p = AugmentParams()
