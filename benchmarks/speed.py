@@ -48,7 +48,7 @@ def settings(a: argparse.Namespace) -> dict[str, Any]:
         "widths": {"classic": 64, "small": 16},
         "sizes": [256, 512],
         "batches": [1, 4],
-        "reps": a.reps or (20 if cuda else 5),
+        "reps": a.reps or (10 if cuda else 5),
         "warmup": 3 if cuda else 1,
         "cap_s": 60.0,
         "peak": {"seconds": 2.0, "sizes": [4096, 8192] if cuda else [2048, 4096]},
@@ -85,7 +85,16 @@ def has_module(name: str) -> bool:
 
 def model_spec(a: argparse.Namespace, s: dict[str, Any], **kw: Any) -> dict[str, Any]:
     common = {"device": a.device, "reps": s["reps"], "warmup": s["warmup"], "cap_s": s["cap_s"]}
-    return {**common, "compile": a.compile and kw["impl"] == "biounet", **kw}
+    return {**common, **kw}
+
+
+def log_result(a: argparse.Namespace, label: str, r: dict[str, Any]) -> None:
+    """Print one configuration's result and append it to --log (JSON lines), so that a run cut
+    short still leaves every measurement it made."""
+    print(f"{label}: {brief(r)}", flush=True)
+    if a.log:
+        with open(a.log, "a") as f:
+            f.write(json.dumps({"label": label, **r}) + "\n")
 
 
 def model_rows(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> list[dict]:
@@ -101,8 +110,21 @@ def model_rows(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> li
                             a, s, task=task, impl=impl, base=base, size=size, batch=batch
                         )
                         row[impl] = r = run_worker(spec, a.timeout)
-                        print(f"{wname} {size} b{batch} {task} {impl}: {brief(r)}", flush=True)
+                        log_result(a, f"{wname} {size} b{batch} {task} {impl}", r)
                     rows.append(row)
+    return rows
+
+
+def compile_rows(a: argparse.Namespace, s: dict[str, Any]) -> list[dict[str, Any]]:
+    """biounet's training step with ``torch.compile`` at the largest size and batch, each width
+    (compilation takes minutes per configuration on a CPU, hence not every row)."""
+    size, batch = max(s["sizes"]), max(s["batches"])
+    rows = []
+    for wname, base in s["widths"].items():
+        kw = {"task": "train", "impl": "biounet", "base": base, "size": size, "batch": batch}
+        r = run_worker({**model_spec(a, s, **kw), "compile": True}, a.timeout)
+        log_result(a, f"{wname} {size} b{batch} train biounet+compile", r)
+        rows.append({"widths": wname, "size": size, "batch": batch, "task": "train", "biounet": r})
     return rows
 
 
@@ -111,7 +133,7 @@ def checkpointing_row(a: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any
     size, batch, base = max(s["sizes"]), max(s["batches"]), s["widths"]["classic"]
     spec = model_spec(a, s, task="train", impl="biounet", base=base, size=size, batch=batch)
     r = run_worker({**spec, "checkpointing": True}, a.timeout)
-    print(f"classic {size} b{batch} train biounet+checkpointing: {brief(r)}", flush=True)
+    log_result(a, f"classic {size} b{batch} train biounet+checkpointing", r)
     return {"widths": "classic", "size": size, "batch": batch, "task": "train", "biounet": r}
 
 
@@ -125,7 +147,7 @@ def fundus_timings(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -
     for v in variants:
         spec = {"task": "fundus", "variant": v, "device": a.device, "reps": max(s["reps"], 3)}
         out[v] = run_worker(spec, a.timeout)
-        print(f"fundus 1024x900 {v}: {brief(out[v])}", flush=True)
+        log_result(a, f"fundus 1024x900 {v}", out[v])
     return out
 
 
@@ -201,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke test)")
     ap.add_argument(
-        "--reps", type=int, help="timed repetitions per configuration (default 5; cuda 20)"
+        "--reps", type=int, help="timed repetitions per configuration (default 5; cuda 10)"
     )
-    ap.add_argument("--compile", action="store_true", help="also torch.compile biounet's model")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also rows of biounet under torch.compile (largest size and batch)",
+    )
+    ap.add_argument("--log", type=Path, help="append each result to this JSON-lines file")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     ap.add_argument(
         "--results-dir", type=Path, help="default benchmarks/results (--quick: a temp dir)"
@@ -219,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = model_rows(a, s, impls)
     ckpt = checkpointing_row(a, s)
     fundus = fundus_timings(a, s, impls)
-    add_derived([*rows, ckpt], peak, impls)
+    compiled = compile_rows(a, s) if a.compile else []
+    add_derived([*rows, ckpt, *compiled], peak, impls)
     summary = summarise(rows, ckpt, fundus, s)
     section = {
         "summary": summary,
         "peak": peak,
         "rows": rows,
         "checkpointing": ckpt,
+        "compiled": compiled,
         "fundus": fundus,
         "settings": {**s, "compile": a.compile, "quick": a.quick},
         "commit": git_commit(),

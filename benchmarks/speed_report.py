@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 NOTES = """\
-biounet: channels-last, bf16 autocast where the hardware has it, batch norm folded into the convs
-for inference. MONAI `BasicUNet` (its default instance norm and LeakyReLU) with the same widths, and a
+biounet: channels-last, bf16 autocast where the hardware has it, fused Adam, batch norm folded into
+the convs for inference; on CUDA also cuDNN autotuning. MONAI `BasicUNet` (its default instance norm and LeakyReLU) with the same widths, and a
 plain PyTorch U-Net of biounet's shape (BN, 2x2 up-conv), both eager fp32 as their users run them.
 3 in, 2 out, depth 4; classic widths 64..1024 (the paper's, with BN), small 16..256 (biounet's
 default). Training step = forward + BCE+Dice loss + backward + Adam. img/s from the median step time;
@@ -21,7 +21,8 @@ peak RSS are for the classic widths at the largest size and batch. `predict_fund
 1024x900 photograph to post-processed disc/cup masks through the two-stage pipeline (small-preset
 models, untrained: the timing does not depend on the weights); `_eager_s` without the inference
 speed-ups, `_ort_s` with ONNX Runtime, `_monai_swi_s` MONAI's `sliding_window_inference` of a
-small-width BasicUNet over the full resolution (256 px windows, overlap 0.25) for comparison."""
+small-width BasicUNet over the full resolution (256 px windows, overlap 0.25) for comparison.
+Rows "+ compile" (only in runs with `--compile`): biounet's model under `torch.compile`."""
 
 
 def fmt(v: Any, spec: str = ".2f") -> str:
@@ -40,7 +41,9 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
             else ""
         ),
         f"Measured matmul peak: bf16 {fmt(peak.get('bf16_flops', 0) / 1e9, '.0f')} GFLOP/s, "
-        f"fp32 {fmt(peak.get('fp32_flops', 0) / 1e9, '.0f')} GFLOP/s.",
+        f"fp32 {fmt(peak.get('fp32_flops', 0) / 1e9, '.0f')} GFLOP/s"
+        + (f", tf32 {peak['tf32_flops'] / 1e9:.0f} GFLOP/s." if "tf32_flops" in peak else "."),
+        *([""] + [f"- {n}" for n in sec["notes"]] if sec.get("notes") else []),
         "",
         "| summary | value |",
         "| --- | --- |",
@@ -51,7 +54,9 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
     head += [f"{i} img/s" for i in impls] + [f"biounet/{i}" for i in impls[1:]]
     head += [f"{i} RSS MB" for i in impls] + [f"{i} MFU" for i in impls]
     out += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in [*sec["rows"], {**sec["checkpointing"], "widths": "classic + checkpointing"}]:
+    extra = [{**sec["checkpointing"], "widths": "classic + checkpointing"}]
+    extra += [{**r, "widths": f"{r['widths']} + compile"} for r in sec.get("compiled", [])]
+    for r in [*sec["rows"], *extra]:
         cells = [r["widths"], str(r["size"]), str(r["batch"]), r["task"]]
         cells += [fmt(r.get(i, {}).get("img_s")) for i in impls]
         cells += [fmt(r.get(f"ratio_vs_{i}")) for i in impls[1:]]
@@ -60,7 +65,7 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
         out.append("| " + " | ".join(cells) + " |")
     errors = [
         f"- {r['widths']} {r['size']} b{r['batch']} {r['task']} {i}: {r[i]['error']}"
-        for r in [*sec["rows"], sec["checkpointing"]]
+        for r in [*sec["rows"], sec["checkpointing"], *sec.get("compiled", [])]
         for i in impls
         if "error" in r.get(i, {})
     ]

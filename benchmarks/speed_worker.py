@@ -28,6 +28,7 @@ from biounet.fast import checkpoint_blocks, prepare_for_inference
 from biounet.infer import autocast, resolve_precision
 from biounet.losses import bce_dice_loss
 from biounet.models import build_model
+from biounet.optim import backward_step, grad_scaler, make_adam
 
 
 def double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -124,7 +125,7 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warmup: int, c
 def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     impl, base, size, batch = spec["impl"], spec["base"], spec["size"], spec["batch"]
     fast = impl == "biounet"
-    precision = resolve_precision("auto", device) if fast else "fp32"
+    precision = resolve_precision("auto", device) if fast else peer_precision(device)
     torch.manual_seed(0)
     model = build(impl, base).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -138,15 +139,18 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         if spec.get("compile"):
             model.compile()
         model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        # biounet's trainer: fused Adam (biounet.optim); the peers: PyTorch's default Adam
+        opt = (
+            make_adam(model.parameters(), 1e-4)
+            if fast
+            else torch.optim.Adam(model.parameters(), lr=1e-4)
+        )
+        scaler = grad_scaler(precision, device)
 
         def step() -> None:
             with autocast(device, precision):
                 logits = model(x)
-            loss = bce_dice_loss(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(bce_dice_loss(logits, y), opt, scaler)
     else:
         compile_ = spec.get("compile", False)
         net = prepare_for_inference(model, precision, compile=compile_) if fast else model.eval()
@@ -168,10 +172,20 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
+def peer_precision(device: torch.device) -> str:
+    """What an eager fp32 model really runs in: cuDNN does fp32 convolutions in TF32 by default."""
+    return "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
+
+
 def matmul_peak(device: torch.device, seconds: float, sizes: list[int]) -> dict[str, float]:
-    """FLOP/s of the best square torch.mm over ``sizes``, per dtype, each run for ``seconds``."""
+    """FLOP/s of the best square torch.mm over ``sizes``, per dtype, each run for ``seconds``
+    (on CUDA also fp32 inputs with TF32 tensor cores, the peers' real peak there)."""
     out = {}
-    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+    dtypes = [("bf16", torch.bfloat16), ("fp32", torch.float32)]
+    if device.type == "cuda":
+        dtypes.append(("tf32", torch.float32))
+    for name, dtype in dtypes:
+        torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
         best = 0.0
         for n in sizes:
             a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))

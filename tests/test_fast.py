@@ -78,8 +78,13 @@ def test_prepare_for_inference_bf16_is_within_tolerance_of_fp32() -> None:
 
 
 def test_prepare_for_inference_rejects_unknown_precision() -> None:
-    with pytest.raises(ValueError, match="precision must be bf16 or fp32, got 'fp16'"):
-        prepare_for_inference(nn.Conv2d(1, 1, 1), "fp16")
+    with pytest.raises(ValueError, match="precision must be one of bf16, fp16, fp32, got 'fp8'"):
+        prepare_for_inference(nn.Conv2d(1, 1, 1), "fp8")
+
+
+def test_prepare_for_inference_casts_weights_to_the_autocast_dtype() -> None:
+    assert prepare_for_inference(nn.Conv2d(1, 1, 1), "fp16").weight.dtype == torch.float16
+    assert prepare_for_inference(nn.Conv2d(1, 1, 1), "bf16").weight.dtype == torch.bfloat16
 
 
 def test_predictor_fast_and_as_trained_agree_in_fp32(tmp_path: Path) -> None:

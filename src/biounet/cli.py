@@ -65,7 +65,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
     )
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument(
         "--tta",
         action="store_true",
@@ -185,7 +185,24 @@ def parser() -> argparse.ArgumentParser:
         default=2.0,
         help="fundus: crop side relative to the located disc's extent",
     )
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        default="auto",
+        help="autocast precision; auto: bf16 where the CPU/GPU has it, else fp16 on CUDA, else fp32",
+    )
+    t.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (slow first epoch)"
+    )
+    t.add_argument(
+        "--adam",
+        choices=["auto", "fused", "foreach", "loop"],
+        default="auto",
+        help="Adam implementation (default auto: fused where PyTorch has it)",
+    )
+    t.add_argument(
+        "--no-channels-last", action="store_true", help="keep activations in NCHW memory order"
+    )
     t.set_defaults(func=cmd_train)
 
     # every train option, so a fold trains exactly as `biounet train` would (see biounet.cv)
@@ -228,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     te.add_argument("--no-weight-map", action="store_true", help="class balance only (w0 = 0)")
     te.add_argument("--no-elastic", action="store_true")
     te.add_argument("--seed", type=int, default=0)
-    te.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32")
+    te.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32")
     te.set_defaults(func=cmd_train_em)
 
     e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")

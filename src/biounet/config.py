@@ -75,7 +75,9 @@ class TrainConfig:
     ``deterministic``: deterministic kernels only (a resumed run then matches an uninterrupted one
     bit for bit on the same machine and thread count). ``sync_bn``: batch-norm statistics over all
     processes of a distributed run (CUDA only). ``compile``: ``torch.compile`` the model (needs a C++
-    compiler on CPU; the first steps are slow while it compiles)."""
+    compiler on CPU; the first steps are slow while it compiles). ``precision="fp16"`` (CUDA only)
+    trains with a loss scaler; "auto" picks it on GPUs without bf16. ``adam_impl``: "auto" (fused
+    where PyTorch has it), "fused", "foreach" or "loop" (``biounet.optim.make_adam``)."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -95,6 +97,7 @@ class TrainConfig:
     sync_bn: bool = False
     compile: bool = False
     tensorboard: bool = False
+    adam_impl: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.checkpoint import checkpoint
 
+from biounet.infer import AUTOCAST_DTYPES, PRECISIONS
 from biounet.models.blocks import DoubleConv, Down, Up
 
 
@@ -57,21 +58,21 @@ def prepare_for_inference(
     device: torch.device | str | None = None,
 ) -> nn.Module:
     """A copy of ``model`` ready to run: BN folded, eval mode, no gradients, on ``device``,
-    channels-last weights, bf16 weights when ``precision == "bf16"``, optionally compiled.
+    channels-last weights, bf16/fp16 weights for those precisions, optionally compiled.
 
     With bf16 weights run the model under ``biounet.infer.autocast(device, "bf16")`` (as
     ``forward_probs`` does): autocast would round the weights to bf16 at every call anyway, so
     casting them once gives the same numbers without the per-call copies.
     """
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     m = fold_batchnorm(model).requires_grad_(False)
     if device is not None:
         m = m.to(device)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
-    if precision == "bf16":
-        m = m.to(torch.bfloat16)
+    if precision in AUTOCAST_DTYPES:
+        m = m.to(AUTOCAST_DTYPES[precision])
     if compile:
         m = torch.compile(m)
     return m

@@ -18,6 +18,10 @@ from biounet.data.transforms import (
     square_geometry,
     to_network,
 )
+from biounet.errors import BiounetError
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -37,17 +41,24 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" -> "bf16" where the hardware has it, else "fp32"."""
+    """ "auto" -> "bf16" where the hardware has it, else "fp16" on CUDA, else "fp32". "fp16" is for
+    CUDA only (CPUs run it slower than fp32)."""
     if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise BiounetError(
+            f"precision fp16 needs a CUDA GPU (this run is on {device.type}): use bf16 or fp32"
+        )
     return precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
     return contextlib.nullcontext()
 
 

@@ -48,6 +48,7 @@ from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precis
 from biounet.losses import bce_dice_loss
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
+from biounet.optim import backward_step, grad_scaler, make_adam
 from biounet.train_state import TrainState, capture, check_free_space, checkpoint_bytes, restore
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,12 @@ def train_one_epoch(
     precision: str,
     desc: str,
     show_progress: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """One pass over ``batches`` of (x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}); returns the
-    mean training loss per image."""
+    mean training loss per image. ``scaler``: the fp16 loss scaler (``biounet.optim.grad_scaler``)."""
+    if scaler is None:
+        scaler = grad_scaler(precision, device)
     model.train()
     total, count, t0 = 0.0, 0, time.perf_counter()
     bar = tqdm(
@@ -191,9 +195,7 @@ def train_one_epoch(
             raise BiounetError(
                 f"{desc}: loss is {loss.item()} at batch {b}; stopping (last.pt holds the last good epoch)"
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, scaler)
         total += loss.item() * len(x)
         count += len(x)
         bar.set_postfix(
@@ -346,7 +348,10 @@ def train_loop(
         precision,
         device,
     )
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = make_adam(model.parameters(), cfg.train.lr, cfg.train.weight_decay, cfg.train.adam_impl)
+    scaler = grad_scaler(precision, device)
+    if device.type == "cuda" and not cfg.train.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotuned conv kernels
     sched = make_scheduler(opt, cfg)
     state = TrainState()
     if resume:
@@ -361,7 +366,7 @@ def train_loop(
         lr = opt.param_groups[0]["lr"]
         desc = f"epoch {epoch}/{cfg.train.epochs}"
         loss = train_one_epoch(
-            net, make_batches(), n_batches, opt, cfg, device, precision, desc, dist.is_main
+            net, make_batches(), n_batches, opt, cfg, device, precision, desc, dist.is_main, scaler
         )
         loss = mean_over_ranks(loss, dist)
         if sched is not None:

@@ -28,6 +28,7 @@ from biounet.infer import autocast, resolve_precision
 from biounet.infer_tiling import overlap_tile
 from biounet.models import build_model
 from biounet.models.unet_valid import valid_input_size
+from biounet.optim import backward_step, grad_scaler, make_adam
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def train_em(
     model.to(device).train()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_adam(model.parameters(), cfg.lr)
+    scaler = grad_scaler(precision, device)
     rows: list[dict[str, float]] = []
     t0 = time.perf_counter()
     it = 0
@@ -116,9 +118,7 @@ def train_em(
         with autocast(device, precision):
             logits = model(x)  # (B, 2, out, out)
         loss = weighted_cross_entropy(logits, target.to(device), weight.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, scaler)
         it += 1
         rows.append(
             {"iter": it, "loss": loss.item(), "lr": lr, "seconds": time.perf_counter() - t0}
