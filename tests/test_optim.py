@@ -95,6 +95,7 @@ def test_speed_options_reach_the_run_config(synthetic_data: Path, tmp_path: Path
     out = tmp_path / "r"
     args = ["-q", "train", "--data", str(synthetic_data), "--out", str(out), "--epochs", "1"]
     args += ["--image-size", "64", "--precision", "fp32", "--adam", "foreach", "--no-channels-last"]
-    assert main(args) == 0
-    cfg = RunConfig.load_yaml(out / "config.yaml")
-    assert (cfg.train.adam_impl, cfg.train.channels_last) == ("foreach", False)
+    assert main([*args, "--checkpointing"]) == 0
+    t = RunConfig.load_yaml(out / "config.yaml").train
+    assert (t.adam_impl, t.channels_last, t.activation_checkpointing) == ("foreach", False, True)
+    assert (out / "best.pt").is_file()  # a checkpointed model trains, validates and saves

@@ -203,6 +203,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-channels-last", action="store_true", help="keep activations in NCHW memory order"
     )
+    t.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="activation checkpointing: recompute blocks in backward (less memory, more compute)",
+    )
     t.set_defaults(func=cmd_train)
 
     # every train option, so a fold trains exactly as `biounet train` would (see biounet.cv)

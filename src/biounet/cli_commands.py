@@ -84,6 +84,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         compile=a.compile,
         adam_impl=a.adam,
         channels_last=not a.no_channels_last,
+        activation_checkpointing=a.checkpointing,
     )
     return RunConfig(data=data, model=model, train=train, preset=a.preset)
 

@@ -77,7 +77,9 @@ class TrainConfig:
     processes of a distributed run (CUDA only). ``compile``: ``torch.compile`` the model (needs a C++
     compiler on CPU; the first steps are slow while it compiles). ``precision="fp16"`` (CUDA only)
     trains with a loss scaler; "auto" picks it on GPUs without bf16. ``adam_impl``: "auto" (fused
-    where PyTorch has it), "fused", "foreach" or "loop" (``biounet.optim.make_adam``)."""
+    where PyTorch has it), "fused", "foreach" or "loop" (``biounet.optim.make_adam``).
+    ``activation_checkpointing``: recompute each block's activations during backward
+    (``biounet.fast.checkpoint_blocks``): much less memory for about one more forward pass."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -98,6 +100,7 @@ class TrainConfig:
     compile: bool = False
     tensorboard: bool = False
     adam_impl: str = "auto"
+    activation_checkpointing: bool = False
 
 
 @dataclass(frozen=True)

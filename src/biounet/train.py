@@ -44,6 +44,7 @@ from biounet.dist import (
     wrap_model,
 )
 from biounet.errors import BiounetError
+from biounet.fast import checkpoint_blocks
 from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
 from biounet.losses import bce_dice_loss
 from biounet.metrics import binary_scores
@@ -337,6 +338,8 @@ def train_loop(
     device = dist.device() if dist.enabled else pick_device()
     precision = resolve_precision(cfg.train.precision, device)
     model = build_model(cfg.model).to(device)
+    if cfg.train.activation_checkpointing:
+        checkpoint_blocks(model)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # in place: state_dict keys, hence checkpoints, stay the same

@@ -1,0 +1,387 @@
+"""Does each training speed option keep accuracy, and where should augmentation run?
+
+    python benchmarks/speed_options.py                # both parts (about 25 minutes on 2 cores)
+    python benchmarks/speed_options.py --part accuracy --epochs 25
+    python benchmarks/speed_options.py --part aug     # about 1 minute, synthetic data
+    python benchmarks/speed_options.py --part compile # about 2 minutes
+
+accuracy: the small preset trained on Drishti-GS1's training split (20 % of it held out for
+validation; the test split is not touched), once per arm, everything else equal: the fp32 reference
+(NCHW, PyTorch's default per-parameter Adam), then each speed option alone (bf16 autocast,
+channels-last, fused Adam), then all of them (biounet's default), also with a second seed to show
+how far two runs of the same recipe land apart. Reports the best epoch's validation Dice per
+structure, its difference from the reference, and the median training seconds per epoch.
+
+aug: the cost of biounet's vectorised augmentation (affine warp + photometric jitter on whole
+batches) against a training step, and training throughput with augmentation inline vs in one
+DataLoader worker process (on 2 cores a worker competes with the two compute threads).
+
+compile: the small preset's training step with and without ``torch.compile``.
+
+inference: the fp32 reference's and the default arm's models, each predicting its validation
+images in fp32 and in bf16: the difference bf16 prediction alone makes.
+
+Writes benchmarks/results/speed_options.{json,md}; run folders go to --work (default
+/tmp/biounet_bench_speed_options; a finished arm is reused on a rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
+
+ARMS: dict[str, dict[str, Any]] = {
+    "fp32 reference": {"precision": "fp32", "channels_last": False, "adam_impl": "loop"},
+    "bf16 autocast": {"precision": "bf16", "channels_last": False, "adam_impl": "loop"},
+    "channels-last": {"precision": "fp32", "channels_last": True, "adam_impl": "loop"},
+    "fused Adam": {"precision": "fp32", "channels_last": False, "adam_impl": "fused"},
+    "all (default)": {"precision": "bf16", "channels_last": True, "adam_impl": "fused"},
+    "all (default), seed 1": {
+        "precision": "bf16",
+        "channels_last": True,
+        "adam_impl": "fused",
+        "seed": 1,
+    },
+}
+LABELS = ("disc", "cup")
+
+
+def run_arm(name: str, train_kw: dict[str, Any], epochs: int, work: Path) -> dict[str, Any]:
+    from biounet.cli_commands import RECIPES
+    from biounet.config import DataConfig, RunConfig, TrainConfig
+    from biounet.models import preset
+    from biounet.train import fit
+
+    out = work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+    metrics = out / "metrics.csv"
+    if not (metrics.is_file() and len(read_rows(metrics)) == epochs):
+        r = RECIPES["small"]
+        cfg = RunConfig(
+            data=DataConfig(
+                root=str(require(SHARED_DATA / "drishti_gs1")),
+                labels=LABELS,
+                image_size=r["image_size"],
+                val_fraction=0.2,
+            ),
+            model=preset("small", in_channels=3),
+            train=TrainConfig(
+                epochs=epochs,
+                batch_size=r["batch_size"],
+                lr=r["lr"],
+                lr_step=0,
+                lr_schedule="constant",
+                **train_kw,
+            ),
+            preset="small",
+        )
+        fit(cfg, out)
+    rows = read_rows(metrics)
+    best = max(rows, key=lambda x: float(x["val_dice_mean"]))
+    return {
+        "arm": name,
+        "options": train_kw,
+        "run": str(out),
+        "best_epoch": int(best["epoch"]),
+        **{f"dice_{lb}": float(best[f"val_dice_{lb}"]) for lb in LABELS},
+        "dice_mean": float(best["val_dice_mean"]),
+        "dice_mean_last5": statistics.mean(float(x["val_dice_mean"]) for x in rows[-5:]),
+        "epoch_s_median": statistics.median(float(x["seconds"]) for x in rows),
+    }
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def accuracy_part(epochs: int, work: Path) -> list[dict[str, Any]]:
+    rows = []
+    for name, kw in ARMS.items():
+        t0 = time.perf_counter()
+        row = run_arm(name, kw, epochs, work)
+        print(f"{name}: {fmt_row(row)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        rows.append(row)
+    ref = rows[0]
+    for row in rows:
+        for k in ("dice_disc", "dice_cup", "dice_mean", "dice_mean_last5"):
+            row[f"delta_{k}"] = row[k] - ref[k]
+    return rows
+
+
+def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
+    """Each trained model (best.pt of ``runs``: arm -> run folder) evaluated on its own validation
+    images twice, with fp32 and with bf16 inference (batch norm folded both times): the Dice
+    difference that bf16 prediction alone makes, with the training held fixed."""
+    from biounet.config import RunConfig
+    from biounet.evaluate import evaluate_checkpoint
+    from biounet.train import split_samples
+
+    out = []
+    for arm, run in runs.items():
+        cfg = RunConfig.load_yaml(Path(run) / "config.yaml")
+        val_stems = [smp.stem for smp in split_samples(cfg)[1]]
+        row: dict[str, Any] = {"arm": arm, "n_images": len(val_stems)}
+        for precision in ("fp32", "bf16"):
+            summary = evaluate_checkpoint(
+                Path(run) / "best.pt",
+                Path(cfg.data.root),
+                "train",
+                Path(run) / f"eval_{precision}",
+                precision=precision,
+                stems=val_stems,
+                report=False,
+            )
+            for lb in LABELS:
+                row[f"{precision}_dice_{lb}"] = summary["labels"][lb]["dice_mean"]
+        for lb in LABELS:
+            row[f"delta_dice_{lb}"] = row[f"bf16_dice_{lb}"] - row[f"fp32_dice_{lb}"]
+        print(f"inference {arm}: {row}", flush=True)
+        out.append(row)
+    return out
+
+
+def fmt_row(r: dict[str, Any]) -> str:
+    return (
+        f"disc {r['dice_disc']:.4f} cup {r['dice_cup']:.4f} (best epoch {r['best_epoch']}), "
+        f"{r['epoch_s_median']:.1f} s/epoch"
+    )
+
+
+def aug_part(steps: int = 30, batch: int = 8, size: int = 256) -> dict[str, Any]:
+    """Augmentation cost and where to run it, on synthetic uint8 arrays of the training size."""
+    import torch
+
+    from biounet.config import ModelConfig
+    from biounet.data.transforms import AugmentParams, augment_batch, normalize
+    from biounet.infer import autocast, resolve_precision
+    from biounet.losses import bce_dice_loss
+    from biounet.models import build_model
+    from biounet.optim import backward_step, grad_scaler, make_adam
+
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
+    masks = (torch.rand(n, 2, size, size, generator=gen) > 0.5).to(torch.uint8)
+    p = AugmentParams()
+
+    def batches(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            idx = torch.randint(0, n, (batch,), generator=g)
+            yield augment_batch(images[idx], masks[idx], p, g)
+
+    it = batches(1)
+    for _ in range(3):
+        next(it)
+    aug_times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        next(it)
+        aug_times.append(time.perf_counter() - t)
+
+    device = torch.device("cpu")
+    precision = resolve_precision("auto", device)
+    model = build_model(ModelConfig(in_channels=3, out_channels=2, base_width=16, depth=4))
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = make_adam(model.parameters(), 1e-3)
+    scaler = grad_scaler(precision, device)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        x = normalize(x).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x)
+        backward_step(bce_dice_loss(logits, y), opt, scaler)
+
+    x0, y0 = next(it)
+    for _ in range(2):
+        step(x0, y0)
+    step_times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        step(x0, y0)
+        step_times.append(time.perf_counter() - t)
+
+    def throughput(source) -> float:
+        src = iter(source)
+        step(*next(src))
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(*next(src))
+        return steps * batch / (time.perf_counter() - t)
+
+    inline = throughput(batches(2))
+    loader = torch.utils.data.DataLoader(
+        _Batches(images, masks, batch), batch_size=None, num_workers=1, prefetch_factor=2
+    )
+    worker = throughput(loader)
+    return {
+        "batch": batch,
+        "size": size,
+        "aug_ms_median": 1000 * statistics.median(aug_times),
+        "train_step_ms_median": 1000 * statistics.median(step_times),
+        "aug_share_of_step": statistics.median(aug_times) / statistics.median(step_times),
+        "img_s_aug_inline": inline,
+        "img_s_aug_in_worker": worker,
+        "threads": torch.get_num_threads(),
+    }
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Augmented batches, endlessly, for the one-worker DataLoader arm."""
+
+    def __init__(self, images: Any, masks: Any, batch: int) -> None:
+        self.images, self.masks, self.batch = images, masks, batch
+
+    def __iter__(self):
+        from biounet.data.transforms import AugmentParams, augment_batch
+
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(3)
+        p = AugmentParams()
+        while True:
+            idx = torch.randint(0, len(self.images), (self.batch,), generator=g)
+            yield augment_batch(self.images[idx], self.masks[idx], p, g)
+
+
+def compile_part(batches: tuple[int, ...] = (1, 8)) -> list[dict[str, Any]]:
+    """torch.compile's effect on the small preset's training step at 256 px (speed.py's worker,
+    each configuration in its own process); wall seconds include the compilation."""
+    from speed import run_worker
+
+    rows = []
+    for batch in batches:
+        for compiled in (False, True):
+            spec = {"task": "train", "impl": "biounet", "base": 16, "size": 256, "batch": batch}
+            spec |= {"reps": 15, "warmup": 3, "cap_s": 200.0, "compile": compiled}
+            t0 = time.perf_counter()
+            r = run_worker(spec, 1200.0)
+            row = {"batch": batch, "compile": compiled, "wall_s": time.perf_counter() - t0}
+            rows.append(row | {"img_s": r.get("img_s"), "error": r.get("error")})
+            print(f"compile={compiled} batch {batch}: {r.get('img_s')} img/s", flush=True)
+    return rows
+
+
+def markdown(data: dict[str, Any]) -> str:
+    out = [
+        "# Speed options: accuracy kept? where does augmentation run?",
+        "",
+        f"Machine: {data['machine']}. Commit: `{data['commit']}`. "
+        "Command: `python benchmarks/speed_options.py`.",
+    ]
+    if "accuracy" in data:
+        acc = data["accuracy"]
+        out += [
+            "",
+            f"## Validation Dice per speed option ({acc['epochs']} epochs, small preset, "
+            "Drishti-GS1 training split, 20 % held out)",
+            "",
+            "Best epoch's validation Dice (Δ: minus the fp32 reference's); 'last 5': the mean "
+            "Dice of the last five epochs, less noisy than a maximum.",
+            "",
+            "| arm | precision | channels-last | Adam | disc | cup | mean | Δ disc | Δ cup | "
+            "Δ mean | last 5 | Δ last 5 | best epoch | s/epoch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in acc["rows"]:
+            o = r["options"]
+            out.append(
+                f"| {r['arm']} | {o['precision']} | {'yes' if o['channels_last'] else 'no'} | "
+                f"{o['adam_impl']} | {r['dice_disc']:.4f} | {r['dice_cup']:.4f} | "
+                f"{r['dice_mean']:.4f} | {r['delta_dice_disc']:+.4f} | "
+                f"{r['delta_dice_cup']:+.4f} | {r['delta_dice_mean']:+.4f} | "
+                f"{r.get('dice_mean_last5', float('nan')):.4f} | "
+                f"{r.get('delta_dice_mean_last5', float('nan')):+.4f} | {r['best_epoch']} | "
+                f"{r['epoch_s_median']:.1f} |"
+            )
+    if "inference" in data:
+        out += [
+            "",
+            "## bf16 vs fp32 prediction, same trained model (validation images, mean Dice)",
+            "",
+            "| trained as | images | fp32 disc | bf16 disc | Δ disc | fp32 cup | bf16 cup | Δ cup |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['arm']} | {r['n_images']} | {r['fp32_dice_disc']:.4f} | "
+            f"{r['bf16_dice_disc']:.4f} | {r['delta_dice_disc']:+.4f} | "
+            f"{r['fp32_dice_cup']:.4f} | {r['bf16_dice_cup']:.4f} | {r['delta_dice_cup']:+.4f} |"
+            for r in data["inference"]
+        ]
+    if "aug" in data:
+        a = data["aug"]
+        out += [
+            "",
+            f"## Augmentation (batch {a['batch']}, {a['size']} px, small preset training step, "
+            f"{a['threads']} threads)",
+            "",
+            "| measure | value |",
+            "| --- | --- |",
+            f"| augmentation of one batch (median) | {a['aug_ms_median']:.1f} ms |",
+            f"| training step (median) | {a['train_step_ms_median']:.1f} ms |",
+            f"| augmentation / step | {a['aug_share_of_step']:.1%} |",
+            f"| training img/s, augmentation inline | {a['img_s_aug_inline']:.2f} |",
+            f"| training img/s, augmentation in 1 worker process | {a['img_s_aug_in_worker']:.2f} |",
+        ]
+    if "compile" in data:
+        out += [
+            "",
+            "## torch.compile (small preset, 256 px, training step)",
+            "",
+            "| batch | compile | img/s | process wall s (incl. compilation) |",
+            "| --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['batch']} | {'yes' if r['compile'] else 'no'} | "
+            + (f"{r['img_s']:.2f}" if r["img_s"] else f"error: {r['error']}")
+            + f" | {r['wall_s']:.0f} |"
+            for r in data["compile"]
+        ]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--part", choices=["all", "accuracy", "aug", "compile", "inference"], default="all"
+    )
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_speed_options"))
+    ap.add_argument("--results-dir", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    path = a.results_dir / "speed_options.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if a.part in ("all", "aug"):
+        data["aug"] = aug_part()
+        print(json.dumps(data["aug"], indent=1), flush=True)
+    if a.part in ("all", "compile"):
+        data["compile"] = compile_part()
+    if a.part in ("all", "accuracy"):
+        rows = accuracy_part(a.epochs, a.work)
+        data["accuracy"] = {"epochs": a.epochs, "rows": rows}
+    if a.part in ("all", "inference"):
+        runs = {r["arm"]: r["run"] for r in data["accuracy"]["rows"]}
+        data["inference"] = inference_part(
+            {k: runs[k] for k in ("fp32 reference", "all (default)")}
+        )
+    data.update(commit=git_commit(), machine=machine())
+    a.results_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    path.with_suffix(".md").write_text(markdown(data))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""benchmarks/isbi2012_em.py's markdown: every section present in the JSON is rendered, and a
+results file holding only the longer runs renders too."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import isbi2012_em as isbi
+finally:
+    sys.path.remove(str(BENCH))
+
+SCORES = {
+    "pixel_error": 0.1,
+    "rand_error": 0.05,
+    "adapted_rand_error": 0.2,
+    "v_rand": 0.8,
+    "v_info": 0.85,
+}
+
+
+def arm(iters: int, v_rand: float) -> dict:
+    return {
+        "iterations": iters,
+        "loss_first_20": 0.5,
+        "loss_last_20": 0.1,
+        "membrane_threshold": 0.3,
+        "held_out_20_24": {**SCORES, "v_rand": v_rand},
+    }
+
+
+def write(tmp_path: Path, **parts: object) -> str:
+    settings = {
+        "base_width": 16,
+        "parameters": 1940834,
+        "minutes_per_run": 4.5,
+        "max_iters": 0,
+        "out_tile": 260,
+        "lr": 1e-3,
+        "precision": "fp32",
+    }
+    doc = {"commit": "abc", "machine": "m", "settings": settings, **parts}
+    (tmp_path / "isbi2012_em.json").write_text(json.dumps(doc))
+    isbi.report(tmp_path)
+    return (tmp_path / "isbi2012_em.md").read_text()
+
+
+def test_long_runs_section_names_the_chosen_arm_and_its_val_scores(tmp_path: Path) -> None:
+    val = {**SCORES, "arm": "neither", "membrane_threshold": 0.4, "v_rand": 0.91}
+    long_runs = {
+        "minutes_per_run": 20.0,
+        "arms": {"weightmap_elastic": arm(4000, 0.88), "neither": arm(4500, 0.9)},
+        "val": val,
+    }
+    md = write(tmp_path, long_runs=long_runs)
+    assert "## Longer training (20.0 min per arm)" in md
+    assert "| neither | 4500 | 0.500 / 0.100 | 0.30 | 0.1000 | 0.9000 |" in md
+    assert "Chosen on 20-24: neither; slices 25-29: V_rand 0.9100" in md
+    assert "## Val (slices 25-29" not in md  # the short runs' sections are absent, not broken
+
+
+def test_short_run_sections(tmp_path: Path) -> None:
+    val = {**SCORES, "arm": "neither", "membrane_threshold": 0.3, "note": "the note"}
+    md = write(
+        tmp_path,
+        val=val,
+        ablation={"neither": arm(1192, 0.84)},
+        overlap_tile_2048={"image_side": 2048, "tiles": 49},
+    )
+    assert "| neither | 0.30 | 0.1000 | 0.0500 | 0.2000 | 0.8000 | 0.8500 |" in md
+    assert "| neither | 1192 | 0.500 / 0.100 | 0.30 | 0.1000 | 0.0500 | 0.2000 | 0.8400 |" in md
+    assert "- tiles: 49" in md and "Longer training" not in md

@@ -1,0 +1,95 @@
+"""benchmarks/speed_merge.py (a GPU run's results into speed.json, also from the log of a run cut
+short) and benchmarks/speed_options.py's augmentation measurement and markdown."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import speed_merge
+    import speed_options
+finally:
+    sys.path.remove(str(BENCH))
+
+SETTINGS = {"widths": {"classic": 8}, "sizes": [32, 64], "batches": [1], "reps": 1}
+PEAK = {"bf16_flops": 1e12, "fp32_flops": 5e11}
+
+
+def line(label: str, img_s: float, precision: str = "fp32") -> dict:
+    return {
+        "label": label,
+        "img_s": img_s,
+        "precision": precision,
+        "rss_mb": 100.0,
+        "flops_fwd_per_img": 1e9,
+    }
+
+
+def test_section_from_a_cut_log_keeps_what_was_measured_and_lists_the_rest() -> None:
+    lines = [
+        line("classic 32 b1 train biounet", 30.0, "bf16"),
+        line("classic 32 b1 train monai", 10.0),
+        line("classic 32 b1 train plain", 20.0),
+        line("classic 32 b1 infer biounet", 80.0, "bf16"),
+        line("classic 32 b1 infer monai", 20.0),
+        {"label": "fundus 1024x900 fast", "seconds": 0.2},
+    ]
+    sec = speed_merge.section_from_log(lines, PEAK, SETTINGS, "GPU X", "machine Y")
+    assert sec["summary"]["train_speedup_vs_monai"] == pytest.approx(3.0)
+    assert sec["summary"]["infer_speedup_vs_monai"] == pytest.approx(4.0)
+    assert sec["summary"]["predict_fundus_s"] == 0.2
+    # MFU: 1e9 FLOPs x 3 (train) x 30 img/s over the 1e12 bf16 peak
+    assert sec["rows"][0]["biounet"]["mfu"] == pytest.approx(0.09)
+    assert sec["settings"]["partial"] is True
+    assert "classic 32 b1 infer plain" in sec["settings"]["missing"]
+    assert "classic 64 b1 train biounet" in sec["settings"]["missing"]
+    assert "error" in sec["rows"][2]["biounet"]  # classic 64 b1 train: never measured
+
+
+def test_merge_replaces_only_the_named_section(tmp_path: Path) -> None:
+    dst, src = tmp_path / "speed.json", tmp_path / "gpu.json"
+    dst.write_text(json.dumps({"cpu": {"x": 1}, "train_speedup_vs_monai": 2.0}))
+    src.write_text(json.dumps({"cuda": {"y": 2}}))
+    data = speed_merge.merge(src, dst, ["cuda"])
+    assert data == {"cpu": {"x": 1}, "train_speedup_vs_monai": 2.0, "cuda": {"y": 2}}
+    with pytest.raises(SystemExit, match="no cpu section"):
+        speed_merge.merge(src, dst, ["cpu"])
+
+
+def test_aug_part_measures_both_ways_of_running_augmentation() -> None:
+    a = speed_options.aug_part(steps=2, batch=2, size=32)
+    assert a["aug_ms_median"] > 0 and a["train_step_ms_median"] > 0
+    assert a["img_s_aug_inline"] > 0 and a["img_s_aug_in_worker"] > 0
+    assert a["aug_share_of_step"] == pytest.approx(a["aug_ms_median"] / a["train_step_ms_median"])
+    assert "in 1 worker process" in speed_options.markdown(
+        {"aug": a, "machine": "m", "commit": "c"}
+    )
+
+
+def test_accuracy_table_shows_differences_from_the_reference() -> None:
+    rows = []
+    for name, d in (("fp32 reference", 0.90), ("bf16 autocast", 0.897)):
+        rows.append(
+            {
+                "arm": name,
+                "options": speed_options.ARMS[name],
+                "best_epoch": 3,
+                "dice_disc": d,
+                "dice_cup": 0.8,
+                "dice_mean": (d + 0.8) / 2,
+                "epoch_s_median": 5.0,
+            }
+        )
+    for r in rows:
+        for k in ("dice_disc", "dice_cup", "dice_mean"):
+            r[f"delta_{k}"] = r[k] - rows[0][k]
+    md = speed_options.markdown(
+        {"accuracy": {"epochs": 3, "rows": rows}, "machine": "m", "commit": "c"}
+    )
+    assert "| bf16 autocast | bf16 | no | loop | 0.8970 | 0.8000 | 0.8485 | -0.0030 |" in md
