@@ -203,6 +203,29 @@ def summarise(rows: list[dict], ckpt: dict, fundus: dict[str, dict], s: dict) ->
     return out
 
 
+def make_section(
+    rows: list[dict],
+    ckpt: dict[str, Any],
+    compiled: list[dict],
+    fundus: dict[str, dict],
+    peak: dict[str, float],
+    impls: list[str],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """One device's results: MFU and ratios added to the rows, the summary, the run's commit."""
+    add_derived([*rows, ckpt, *compiled], peak, impls)
+    return {
+        "summary": summarise(rows, ckpt, fundus, settings),
+        "peak": peak,
+        "rows": rows,
+        "checkpointing": ckpt,
+        "compiled": compiled,
+        "fundus": fundus,
+        "settings": settings,
+        "commit": git_commit(),
+    }
+
+
 def write(results_dir: Path, device: str, section: dict[str, Any]) -> Path:
     """<results_dir>/speed.json keeps other devices' sections; the CPU summary is also top-level."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -247,25 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = checkpointing_row(a, s)
     fundus = fundus_timings(a, s, impls)
     compiled = compile_rows(a, s) if a.compile else []
-    add_derived([*rows, ckpt, *compiled], peak, impls)
-    summary = summarise(rows, ckpt, fundus, s)
-    section = {
-        "summary": summary,
-        "peak": peak,
-        "rows": rows,
-        "checkpointing": ckpt,
-        "compiled": compiled,
-        "fundus": fundus,
-        "settings": {**s, "compile": a.compile, "quick": a.quick},
-        "commit": git_commit(),
-        "machine": machine(),
-        "device": device_name(a.device),
-    }
+    section = make_section(
+        rows, ckpt, compiled, fundus, peak, impls, {**s, "compile": a.compile, "quick": a.quick}
+    )
+    section |= {"machine": machine(), "device": device_name(a.device)}
     results_dir = a.results_dir or (
         Path(tempfile.mkdtemp(prefix="speed_quick_")) if a.quick else RESULTS
     )
     path = write(results_dir, a.device, section)
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(section["summary"], indent=1))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

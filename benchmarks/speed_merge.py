@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, git_commit  # noqa: E402
-from speed import add_derived, summarise  # noqa: E402
+from common import RESULTS  # noqa: E402
+from speed import make_section  # noqa: E402
 from speed_report import markdown  # noqa: E402
 
 IMPLS = ["biounet", "monai", "plain"]
@@ -66,20 +66,9 @@ def section_from_log(
         for label, r in found.items()
         if label.endswith("biounet+compile")
     ]
-    add_derived([*rows, ckpt, *compiled], peak, IMPLS)
-    summary = summarise(rows, ckpt, fundus, settings)
-    return {
-        "summary": summary,
-        "peak": peak,
-        "rows": rows,
-        "checkpointing": ckpt,
-        "compiled": compiled,
-        "fundus": fundus,
-        "settings": {**settings, "quick": False, "partial": True, "missing": missing},
-        "commit": git_commit(),
-        "machine": machine,
-        "device": device,
-    }
+    settings = {**settings, "quick": False, "partial": True, "missing": missing}
+    section = make_section(rows, ckpt, compiled, fundus, peak, IMPLS, settings)
+    return section | {"machine": machine, "device": device}
 
 
 def main(argv: list[str] | None = None) -> int:

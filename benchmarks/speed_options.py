@@ -339,6 +339,9 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "## torch.compile (small preset, 256 px, training step)",
             "",
+            "Process wall seconds include compiling; with a warm compile cache (a rerun) that is "
+            "a few seconds, the first compilation of a model took about 30 s here.",
+            "",
             "| batch | compile | img/s | process wall s (incl. compilation) |",
             "| --- | --- | --- | --- |",
         ]
