@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the speed issue in one go (about 9 minutes on one H100):
+# The GPU checks of the speed issue in one go (about 12 minutes on an H200, where each worker
+# process took ~16 s to start; SPEED_ARGS="--batches 4" halves the grid):
 #   1. the training and prediction code paths on CUDA, on the built-in synthetic data: bf16 and fp16
 #      (loss scaler) autocast, torch.compile, cuDNN autotuning, channels-last; then predict;
 #   2. benchmarks/speed.py --device cuda --compile (biounet vs MONAI BasicUNet vs plain PyTorch).
@@ -34,6 +35,6 @@ W=$(mktemp -d)
   ls "$W/pred" | head -3
 ) 2>&1 | tee "$OUT/paths.log"
 
-timeout "${SPEED_TIMEOUT:-420}" $PY benchmarks/speed.py --device cuda --compile --timeout 150 \
+timeout "${SPEED_TIMEOUT:-420}" $PY benchmarks/speed.py --device cuda --compile --timeout 150 ${SPEED_ARGS:-} \
   --results-dir "$OUT" --log "$OUT/speed_rows.jsonl" 2>&1 | tee "$OUT/speed.log"
 rm -rf "$W"

@@ -44,10 +44,11 @@ def settings(a: argparse.Namespace) -> dict[str, Any]:
             "peak": {"seconds": 0.2, "sizes": [256]},
         }
     cuda = a.device == "cuda"
+    widths = {"classic": 64, "small": 16}
     return {
-        "widths": {"classic": 64, "small": 16},
-        "sizes": [256, 512],
-        "batches": [1, 4],
+        "widths": {k: v for k, v in widths.items() if not a.widths or k in a.widths},
+        "sizes": a.sizes or [256, 512],
+        "batches": a.batches or [1, 4],
         "reps": a.reps or (10 if cuda else 5),
         "warmup": 3 if cuda else 1,
         "cap_s": 60.0,
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also rows of biounet under torch.compile (largest size and batch)",
     )
     ap.add_argument("--log", type=Path, help="append each result to this JSON-lines file")
+    ap.add_argument("--widths", nargs="+", choices=["classic", "small"], help="default: both")
+    ap.add_argument("--sizes", nargs="+", type=int, help="default: 256 512")
+    ap.add_argument("--batches", nargs="+", type=int, help="default: 1 4")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     ap.add_argument(
         "--results-dir", type=Path, help="default benchmarks/results (--quick: a temp dir)"
