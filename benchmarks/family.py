@@ -43,7 +43,8 @@ from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import choose_threshold, mean_scores, score_slices  # noqa: E402
 from biounet.models import preset  # noqa: E402
 from biounet.predictor import make_predictor  # noqa: E402
-from biounet.train import fit, split_samples  # noqa: E402
+from biounet.train import fit  # noqa: E402
+from biounet.train_data import split_samples  # noqa: E402
 from common import RESULTS, SHARED_DATA, make_view, require, update_results  # noqa: E402
 from family_stats import (  # noqa: E402
     DRISHTI_LABELS,

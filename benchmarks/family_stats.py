@@ -42,7 +42,7 @@ def drishti_entry(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def images_per_epoch(n_train: int, batch_size: int) -> int:
-    """Images one epoch of ``biounet.train.array_batches`` shows: a last batch of one is dropped
+    """Images one epoch of ``biounet.train_data.array_batches`` shows: a last batch of one is dropped
     (it would break batch norm)."""
     return n_train - 1 if n_train % batch_size == 1 and n_train > batch_size else n_train
 

@@ -126,7 +126,7 @@ def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
     difference that bf16 prediction alone makes, with the training held fixed."""
     from biounet.config import RunConfig
     from biounet.evaluate import evaluate_checkpoint
-    from biounet.train import split_samples
+    from biounet.train_data import split_samples
 
     out = []
     for arm, run in runs.items():

@@ -16,7 +16,7 @@ from biounet.config import DataConfig, RunConfig
 from biounet.cv import fold_stems
 from biounet.data.synthetic import write_synthetic_dataset
 from biounet.errors import BiounetError
-from biounet.train import split_samples
+from biounet.train_data import split_samples
 
 pytestmark = pytest.mark.slow
 

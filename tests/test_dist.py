@@ -16,7 +16,7 @@ from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.dataset import ArrayDataset
 from biounet.dist import Dist, check_batch_size, epoch_order, rank_slice, wrap_model
 from biounet.errors import BiounetError
-from biounet.train import array_batches
+from biounet.train_data import array_batches
 
 
 def test_from_env_reads_torchrun_variables() -> None:

@@ -13,7 +13,7 @@ from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.sources import draw_order, is_spec, read_spec
 from biounet.data.synthetic import write_synthetic_dataset
 from biounet.errors import BiounetError
-from biounet.train import split_samples
+from biounet.train_data import split_samples
 
 
 @pytest.fixture(scope="module")

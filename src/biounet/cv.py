@@ -131,7 +131,8 @@ def run_fold(
     """Train fold ``k`` into ``out/fold_k/run``, evaluate its best.pt on the held-out images into
     ``out/fold_k/eval``, then write ``out/fold_k/fold.json``. A done fold is left as it is."""
     from biounet.evaluate import evaluate_checkpoint
-    from biounet.train import fit, split_samples
+    from biounet.train import fit
+    from biounet.train_data import split_samples
 
     fdir = out / f"fold_{k}"
     if (fdir / "fold.json").is_file():

@@ -8,9 +8,7 @@ import logging
 import math
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +18,14 @@ from tqdm import tqdm
 
 from biounet.checkpoint import save_checkpoint
 from biounet.config import RunConfig
-from biounet.data.camera import camera_augment
-from biounet.data.dataset import ArrayDataset, load_arrays
-from biounet.data.folder import (
-    Sample,
-    discover,
-    read_splits,
-    resolve_labels,
-    select_split,
-    select_stems,
-)
-from biounet.data.io import read_image
-from biounet.data.sources import draw_order, is_spec, read_spec
-from biounet.data.transforms import AugmentParams, augment_batch, normalize
+from biounet.data.dataset import ArrayDataset
+from biounet.data.transforms import normalize
 from biounet.dist import (
     SINGLE,
     Dist,
     broadcast_flag,
     check_batch_size,
-    epoch_order,
     mean_over_ranks,
-    rank_slice,
     wrap_model,
 )
 from biounet.errors import BiounetError
@@ -50,11 +35,10 @@ from biounet.losses import bce_dice_loss
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 from biounet.optim import backward_step, grad_scaler, make_adam
+from biounet.train_data import Batch, array_batches, prepare_data
 from biounet.train_state import TrainState, capture, check_free_space, checkpoint_bytes, restore
 
 log = logging.getLogger(__name__)
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -63,99 +47,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-@dataclass
-class Prepared:
-    train: ArrayDataset
-    val: ArrayDataset
-    labels: tuple[str, ...]
-    in_channels: int
-
-
-def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
-    """Training split of cfg.data.root divided into (train, val, labels): splits.json "val" if present,
-    else a seeded ``val_fraction`` of the training split. Never touches the test split.
-    A dataset-list file as root (``biounet.data.sources``): each source split so, then joined, each
-    training sample carrying its source's weight / its source's training-image count."""
-    if not is_spec(cfg.data.root):
-        return _split_folder(cfg, Path(cfg.data.root), cfg.data.train_split)
-    if cfg.data.train_stems:
-        raise BiounetError(
-            f"{cfg.data.root}: train_stems (cross-validation) needs one dataset folder"
-        )
-    tr, val, labels = [], [], cfg.data.labels
-    for src in read_spec(cfg.data.root):
-        t, v, labels = _split_folder(cfg, src.root, src.split, labels)
-        tr += [dataclasses.replace(s, weight=src.weight / len(t)) for s in t]
-        val += v
-    dups = [st for st, n in Counter(s.stem for s in tr + val).items() if n > 1]
-    if dups:
-        raise BiounetError(
-            f"{cfg.data.root}: image stems {dups[:5]} occur in several datasets; stems must be unique"
-        )
-    return tr, val, labels
-
-
-def _split_folder(
-    cfg: RunConfig, root: Path, train_split: str, labels: tuple[str, ...] | None = None
-) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
-    all_samples = discover(root)
-    splits = read_splits(root) or {}
-    samples = select_split(root, all_samples, train_split if splits else None)
-    if cfg.data.train_stems:  # a cross-validation fold: its val images come from its own pool
-        where = f"{root}/splits.json split {train_split!r}" if splits else f"{root}/images"
-        samples = select_stems(samples, cfg.data.train_stems, where)
-    labels = resolve_labels(samples, cfg.data.labels if labels is None else labels, root)
-    if "val" in splits and train_split == "train" and not cfg.data.train_stems:
-        val_s = select_split(root, all_samples, "val")
-        resolve_labels(val_s, labels, root)
-        val_stems = {s.stem for s in val_s}
-        return [s for s in samples if s.stem not in val_stems], val_s, labels
-    order = torch.randperm(
-        len(samples), generator=torch.Generator().manual_seed(cfg.train.seed)
-    ).tolist()
-    n_val = max(1, round(len(samples) * cfg.data.val_fraction)) if cfg.data.val_fraction > 0 else 0
-    if len(samples) - n_val < 1:
-        raise BiounetError(
-            f"{root}: {len(samples)} training images are too few to hold out {n_val} for validation"
-        )
-    val_s = [samples[i] for i in sorted(order[:n_val])]
-    tr_s = [samples[i] for i in sorted(order[n_val:])]
-    return tr_s, val_s or tr_s[:1], labels
-
-
-def prepare_data(cfg: RunConfig) -> Prepared:
-    """In-memory train and val arrays at the network's resolution (see ``split_samples``)."""
-    tr_s, val_s, labels = split_samples(cfg)
-    channels = cfg.model.in_channels or read_image(tr_s[0].image).shape[-1]
-    if channels not in (1, 3):
-        raise BiounetError(f"in_channels {channels}: biounet trains on grey (1) or RGB (3) images")
-    load = lambda ss: load_arrays(ss, labels, cfg.data.image_size, channels, cfg.data.invert_masks)  # noqa: E731
-    return Prepared(load(tr_s), load(val_s), labels, channels)
-
-
-def array_batches(
-    data: ArrayDataset, cfg: RunConfig, gen: torch.Generator, dist: Dist = SINGLE
-) -> Iterator[Batch]:
-    """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
-    Distributed: every rank draws and augments the same global batch and keeps its own slice."""
-    n, bs = len(data), cfg.train.batch_size
-    order = draw_order(data.weights, n, gen)
-    if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
-        order = order[:-1]
-    order = epoch_order(order, dist)
-    aug = AugmentParams() if cfg.data.augment else None
-    for i in range(0, len(order), bs):
-        idx = order[i : i + bs]
-        img, mask = data.images[idx], data.masks[idx]
-        if aug is not None:
-            x, y = augment_batch(img, mask, aug, gen)
-        else:
-            x, y = img.float() / 255.0, mask.float()
-        if cfg.data.camera_augment:
-            x = camera_augment(x, gen)
-        yield rank_slice(x, dist), rank_slice(y, dist)
 
 
 def train_one_epoch(

@@ -30,7 +30,8 @@ from biounet.infer import (
     resolve_precision,
 )
 from biounet.models import preset
-from biounet.train import fit, seed_everything, split_samples, train_loop, with_data_facts
+from biounet.train import fit, seed_everything, train_loop, with_data_facts
+from biounet.train_data import split_samples
 
 log = logging.getLogger(__name__)
 
