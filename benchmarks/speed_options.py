@@ -1,6 +1,6 @@
 """Does each training speed option keep accuracy, and where should augmentation run?
 
-    python benchmarks/speed_options.py                # both parts (about 25 minutes on 2 cores)
+    python benchmarks/speed_options.py                # every part (about 35 minutes on 2 cores)
     python benchmarks/speed_options.py --part accuracy --epochs 25
     python benchmarks/speed_options.py --part aug     # about 1 minute, synthetic data
     python benchmarks/speed_options.py --part compile # about 2 minutes
@@ -9,7 +9,7 @@ accuracy: the small preset trained on Drishti-GS1's training split (20 % of it h
 validation; the test split is not touched), once per arm, everything else equal: the fp32 reference
 (NCHW, PyTorch's default per-parameter Adam), then each speed option alone (bf16 autocast,
 channels-last, fused Adam), then all of them (biounet's default), also with a second seed to show
-how far two runs of the same recipe land apart. Reports the best epoch's validation Dice per
+how far runs of the same recipe land apart (the reference and the default recipe, three seeds each). Reports the best epoch's validation Dice per
 structure, its difference from the reference, and the median training seconds per epoch.
 
 aug: the cost of biounet's vectorised augmentation (affine warp + photometric jitter on whole
@@ -48,14 +48,14 @@ ARMS: dict[str, dict[str, Any]] = {
     "channels-last": {"precision": "fp32", "channels_last": True, "adam_impl": "loop"},
     "fused Adam": {"precision": "fp32", "channels_last": False, "adam_impl": "fused"},
     "all (default)": {"precision": "bf16", "channels_last": True, "adam_impl": "fused"},
-    "all (default), seed 1": {
-        "precision": "bf16",
-        "channels_last": True,
-        "adam_impl": "fused",
-        "seed": 1,
-    },
 }
+REFERENCE = ARMS["fp32 reference"]
+DEFAULT = ARMS["all (default)"]
+# more seeds of the two recipes that the bf16-vs-fp32 question compares
+ARMS |= {f"all (default), seed {k}": {**DEFAULT, "seed": k} for k in (1, 2)}
+ARMS |= {f"fp32 reference, seed {k}": {**REFERENCE, "seed": k} for k in (1, 2)}
 LABELS = ("disc", "cup")
+DICE_KEYS = ("dice_disc", "dice_cup", "dice_mean")
 
 
 def run_arm(name: str, train_kw: dict[str, Any], epochs: int, work: Path) -> dict[str, Any]:
@@ -118,6 +118,28 @@ def accuracy_part(epochs: int, work: Path) -> list[dict[str, Any]]:
         for k in ("dice_disc", "dice_cup", "dice_mean", "dice_mean_last5"):
             row[f"delta_{k}"] = row[k] - ref[k]
     return rows
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per recipe (fp32 reference, all options) over its seeds: mean and sample sd of the best-epoch
+    Dice; the difference of the means with its standard error."""
+    out: dict[str, Any] = {}
+    for recipe in ("fp32 reference", "all (default)"):
+        runs = [r for r in rows if r["arm"] == recipe or r["arm"].startswith(recipe + ", seed")]
+        out[recipe] = {"n": len(runs)}
+        for k in ("dice_disc", "dice_cup", "dice_mean"):
+            v = [r[k] for r in runs]
+            out[recipe][k] = statistics.mean(v)
+            out[recipe][f"{k}_sd"] = statistics.stdev(v) if len(v) > 1 else float("nan")
+    a, b = out["all (default)"], out["fp32 reference"]
+    out["difference"] = {
+        k: {
+            "mean": a[k] - b[k],
+            "se": (a[f"{k}_sd"] ** 2 / a["n"] + b[f"{k}_sd"] ** 2 / b["n"]) ** 0.5,
+        }
+        for k in ("dice_disc", "dice_cup", "dice_mean")
+    }
+    return out
 
 
 def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
@@ -305,6 +327,29 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r.get('delta_dice_mean_last5', float('nan')):+.4f} | {r['best_epoch']} | "
                 f"{r['epoch_s_median']:.1f} |"
             )
+    seeds = data.get("accuracy", {}).get("seeds")
+    if seeds:
+        a, b = seeds["all (default)"], seeds["fp32 reference"]
+        out += [
+            "",
+            f"Over seeds (all options: {a['n']} runs, fp32 reference: {b['n']} runs), "
+            "best-epoch Dice mean ± sd:",
+            "",
+            "| recipe | disc | cup | mean |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, r in (("all options (bf16)", a), ("fp32 reference", b)):
+            out.append(
+                f"| {name} | "
+                + " | ".join(f"{r[k]:.4f} ± {r[k + '_sd']:.4f}" for k in DICE_KEYS)
+                + " |"
+            )
+        d = seeds["difference"]
+        out.append(
+            "| difference (± standard error) | "
+            + " | ".join(f"{d[k]['mean']:+.4f} ± {d[k]['se']:.4f}" for k in DICE_KEYS)
+            + " |"
+        )
     if "inference" in data:
         out += [
             "",
@@ -372,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         data["compile"] = compile_part()
     if a.part in ("all", "accuracy"):
         rows = accuracy_part(a.epochs, a.work)
-        data["accuracy"] = {"epochs": a.epochs, "rows": rows}
+        data["accuracy"] = {"epochs": a.epochs, "rows": rows, "seeds": seed_summary(rows)}
     if a.part in ("all", "inference"):
         runs = {r["arm"]: r["run"] for r in data["accuracy"]["rows"]}
         data["inference"] = inference_part(

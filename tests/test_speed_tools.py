@@ -93,3 +93,28 @@ def test_accuracy_table_shows_differences_from_the_reference() -> None:
         {"accuracy": {"epochs": 3, "rows": rows}, "machine": "m", "commit": "c"}
     )
     assert "| bf16 autocast | bf16 | no | loop | 0.8970 | 0.8000 | 0.8485 | -0.0030 |" in md
+
+
+def test_seed_summary_gives_means_sds_and_the_standard_error_of_the_difference() -> None:
+    def row(arm: str, disc: float, cup: float) -> dict:
+        return {"arm": arm, "dice_disc": disc, "dice_cup": cup, "dice_mean": (disc + cup) / 2}
+
+    rows = [
+        row("fp32 reference", 0.90, 0.70),
+        row("bf16 autocast", 0.10, 0.10),  # another arm: not part of either recipe
+        row("all (default)", 0.92, 0.74),
+        row("all (default), seed 1", 0.94, 0.78),
+        row("fp32 reference, seed 1", 0.92, 0.70),
+    ]
+    s = speed_options.seed_summary(rows)
+    assert s["all (default)"]["n"] == 2 and s["fp32 reference"]["n"] == 2
+    assert s["all (default)"]["dice_disc"] == pytest.approx(0.93)
+    assert s["fp32 reference"]["dice_cup_sd"] == pytest.approx(0.0)
+    d = s["difference"]["dice_cup"]
+    assert d["mean"] == pytest.approx(0.06)
+    # sd of (0.74, 0.78) is 0.02 * sqrt(2); se = sqrt(sd^2 / 2 + 0) = 0.02
+    assert d["se"] == pytest.approx(0.02)
+    md = speed_options.markdown(
+        {"accuracy": {"epochs": 3, "rows": [], "seeds": s}, "machine": "m", "commit": "c"}
+    )
+    assert "| difference (± standard error) | +0.0200 ± 0.0141 | +0.0600 ± 0.0200 |" in md
