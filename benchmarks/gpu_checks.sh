@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue in one go (about 12 minutes on an H200, where each worker
-# process took ~16 s to start; SPEED_ARGS="--batches 4" halves the grid):
+# process took ~16 s to start; SPEED_ARGS="--in-process" runs the model rows without a process
+# start each, SPEED_ARGS="--batches 4" halves the grid):
 #   1. the training and prediction code paths on CUDA, on the built-in synthetic data: bf16 and fp16
 #      (loss scaler) autocast, torch.compile, cuDNN autotuning, channels-last; then predict;
 #   2. benchmarks/speed.py --device cuda --compile (biounet vs MONAI BasicUNet vs plain PyTorch).

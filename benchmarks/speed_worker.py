@@ -248,6 +248,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(spec.get("device", "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # per configuration, also when run in one process
     if spec["task"] in ("train", "infer"):
         out = run_model(spec, device)
     elif spec["task"] == "peak":

@@ -12,6 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
+    import speed
     import speed_merge
     import speed_options
 finally:
@@ -118,3 +119,12 @@ def test_seed_summary_gives_means_sds_and_the_standard_error_of_the_difference()
         {"accuracy": {"epochs": 3, "rows": [], "seeds": s}, "machine": "m", "commit": "c"}
     )
     assert "| difference (± standard error) | +0.0200 ± 0.0141 | +0.0600 ± 0.0200 |" in md
+
+
+def test_a_configuration_runs_in_process_and_a_failure_is_a_result() -> None:
+    spec = {"task": "train", "impl": "biounet", "base": 4, "size": 32, "batch": 2, "reps": 1}
+    r = speed.run_worker({**spec, "warmup": 0, "in_process": True}, timeout=60)
+    assert r["img_s"] > 0 and r["in_process"] is True and r["rss_mb"] is None
+    assert "in process" in speed.brief(r)
+    bad = speed.run_worker({**spec, "impl": "nope", "warmup": 0, "in_process": True}, timeout=60)
+    assert "impl must be biounet, monai or plain" in bad["error"]
