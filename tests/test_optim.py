@@ -91,6 +91,18 @@ def test_fp16_training_on_the_cpu_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_fp16_fundus_training_on_the_cpu_is_refused_before_any_folder(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    from biounet.fundus.pipeline import FundusConfig, fit_fundus
+
+    out = tmp_path / "f"
+    with pytest.raises(BiounetError, match="fp16 needs a CUDA GPU"):
+        fit_fundus(FundusConfig(data_root=str(synthetic_data), precision="fp16"), out)
+    assert not out.exists()
+
+
 def test_speed_options_reach_the_run_config(synthetic_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = ["-q", "train", "--data", str(synthetic_data), "--out", str(out), "--epochs", "1"]

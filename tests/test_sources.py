@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from biounet.config import DataConfig, RunConfig, TrainConfig
-from biounet.data.sources import draw_order, is_spec, read_spec
+from biounet.data.sources import batch_order, draw_order, is_spec, read_spec
 from biounet.data.synthetic import write_synthetic_dataset
 from biounet.errors import BiounetError
 from biounet.train_data import split_samples
@@ -93,6 +93,14 @@ def test_draw_order_is_a_permutation_without_weights_and_follows_weights() -> No
     draws = torch.cat([draw_order(w, 4, g) for _ in range(2000)])
     assert len(draws) == 8000
     assert (draws == 3).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_batch_order_never_ends_on_a_batch_of_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert len(batch_order(None, 9, 4, g)) == 8  # 4 + 4 + 1: the lone last image is left out
+    assert len(batch_order(None, 10, 4, g)) == 10  # 4 + 4 + 2
+    assert len(batch_order(None, 3, 4, g)) == 3  # one batch of three
+    assert len(batch_order(torch.ones(5), 5, 2, g)) == 4  # weighted draws too
 
 
 def test_fundus_pipeline_trains_on_two_datasets_of_different_sizes(

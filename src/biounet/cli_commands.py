@@ -51,11 +51,6 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         raise BiounetError(
             "--tensorboard: the tensorboard package is not installed (pip install tensorboard)"
         )
-    if getattr(a, "precision", "auto") == "fp16":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BiounetError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     r = RECIPES.get(a.preset, RECIPES["small"])
     model = preset(a.preset, in_channels=a.in_channels or 0)
     pick = lambda v, key: r[key] if v is None else v  # noqa: E731

@@ -144,6 +144,9 @@ def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False
             "not biounet train"
         )
     check_batch_size(cfg.train.batch_size, dist)
+    resolve_precision(
+        cfg.train.precision, run_device(dist)
+    )  # fp16 on a CPU: refused before any work
     set_deterministic(cfg.train.deterministic)
     gen = seed_everything(cfg.train.seed)
     data = prepare_data(cfg)  # data errors surface before anything is written
@@ -169,6 +172,11 @@ def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False
 
         write_run_report(Path(out_dir), cfg)
     return Path(out_dir)
+
+
+def run_device(dist: Dist) -> torch.device:
+    """The device this process trains on: its rank's in a distributed run, else CUDA if present."""
+    return dist.device() if dist.enabled else pick_device()
 
 
 def set_deterministic(on: bool) -> None:
@@ -226,7 +234,7 @@ def train_loop(
     """Epochs of training and validation; best epoch by mean validation Dice. Writes metrics.csv,
     best.pt, last.pt (each epoch) and curves.png into ``out_dir`` (rank 0 only; it alone validates);
     returns the trained model. ``gen``: the data-order generator, saved in last.pt for ``resume``."""
-    device = dist.device() if dist.enabled else pick_device()
+    device = run_device(dist)
     precision = resolve_precision(cfg.train.precision, device)
     model = build_model(cfg.model).to(device)
     if cfg.train.activation_checkpointing:

@@ -24,7 +24,7 @@ from biounet.data.folder import (
     select_stems,
 )
 from biounet.data.io import read_image
-from biounet.data.sources import draw_order, is_spec, read_spec
+from biounet.data.sources import batch_order, is_spec, read_spec
 from biounet.data.transforms import AugmentParams, augment_batch
 from biounet.dist import SINGLE, Dist, epoch_order, rank_slice
 from biounet.errors import BiounetError
@@ -108,10 +108,7 @@ def array_batches(
     """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
     Distributed: every rank draws and augments the same global batch and keeps its own slice."""
     n, bs = len(data), cfg.train.batch_size
-    order = draw_order(data.weights, n, gen)
-    if n % bs == 1 and n > bs:  # a batch of one breaks batch norm
-        order = order[:-1]
-    order = epoch_order(order, dist)
+    order = epoch_order(batch_order(data.weights, n, bs, gen), dist)
     aug = AugmentParams() if cfg.data.augment else None
     for i in range(0, len(order), bs):
         idx = order[i : i + bs]

@@ -80,6 +80,15 @@ def read_spec(path: str | Path) -> list[Source]:
     return out
 
 
+def batch_order(
+    weights: torch.Tensor | None, n: int, batch_size: int, gen: torch.Generator
+) -> torch.Tensor:
+    """``draw_order`` less its last index when that would leave a final batch of one image (batch
+    norm cannot normalise a batch of one)."""
+    order = draw_order(weights, n, gen)
+    return order[:-1] if n % batch_size == 1 and n > batch_size else order
+
+
 def draw_order(weights: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
     """(n,) int64 indices for one epoch: a random permutation when ``weights`` is None (all images
     alike), else n draws with replacement, image i drawn with probability weights[i] / sum."""

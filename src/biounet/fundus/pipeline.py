@@ -94,6 +94,7 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
 
 def fit_fundus(fc: FundusConfig, out_dir: Path) -> Path:
     """Train locator then ROI model; returns the path of the bundled ``fundus.pt``."""
+    resolve_precision(fc.precision, pick_device())  # fp16 on a CPU: refused before any folder
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loc_cfg, roi_cfg = stage_configs(fc)

@@ -18,7 +18,7 @@ from biounet.data.camera import camera_augment
 from biounet.data.dataset import ArrayDataset, load_masks, sample_weights
 from biounet.data.folder import Sample
 from biounet.data.io import read_image
-from biounet.data.sources import draw_order
+from biounet.data.sources import batch_order
 from biounet.data.transforms import AugmentParams, match_channels, photometric
 from biounet.errors import BiounetError
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi
@@ -81,9 +81,7 @@ def roi_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Augmented ROI batches: x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1}."""
     n, bs, size = len(full.stems), cfg.train.batch_size, cfg.data.image_size
-    order = draw_order(full.weights, n, gen)
-    if n % bs == 1 and n > bs:
-        order = order[:-1]
+    order = batch_order(full.weights, n, bs, gen)
     p = AugmentParams()
     for i in range(0, len(order), bs):
         idx = order[i : i + bs].tolist()
