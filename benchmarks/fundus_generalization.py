@@ -42,12 +42,13 @@ from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E
 from generalization_report import write_markdown  # noqa: E402
 
 LABELS = ("disc", "cup")
-RUNS = {  # name -> (training sources, camera augmentation)
-    "drishti_plain": (("drishti",), False),
-    "drishti": (("drishti",), True),
-    "refuge": (("refuge",), True),
-    "both": (("drishti", "refuge"), True),
-    "both_plain": (("drishti", "refuge"), False),
+RUNS = {  # name -> (training sources, camera augmentation, budget: x the draws of the others)
+    "drishti_plain": (("drishti",), False, 1),
+    "drishti": (("drishti",), True, 1),
+    "refuge": (("refuge",), True, 1),
+    "both": (("drishti", "refuge"), True, 1),
+    "both_plain": (("drishti", "refuge"), False, 1),
+    "both_long": (("drishti", "refuge"), True, 3),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -57,7 +58,7 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     out = work / name
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt"
-    sources, camera = RUNS[name]
+    sources, camera, budget = RUNS[name]
     if len(sources) == 1:
         data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]])
     else:
@@ -69,8 +70,8 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     fc = FundusConfig(
         data_root=data,
         labels=LABELS,
-        locator_epochs=max(2, math.ceil(args.locator_draws / n_train)),
-        roi_epochs=max(2, math.ceil(args.roi_draws / n_train)),
+        locator_epochs=max(2, math.ceil(args.locator_draws * min(budget, 2) / n_train)),
+        roi_epochs=max(2, math.ceil(args.roi_draws * budget / n_train)),
         seed=args.seed,
         camera_augment=camera,
     )
@@ -221,7 +222,10 @@ def main() -> None:
             "locator_draws": args.locator_draws,
             "roi_draws": args.roi_draws,
             "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
-            "runs": {k: {"sources": v[0], "camera_augment": v[1]} for k, v in RUNS.items()},
+            "runs": {
+                k: {"sources": v[0], "camera_augment": v[1], "draws_x": v[2]}
+                for k, v in RUNS.items()
+            },
             "validation": "20 % of each training split (per dataset), best epoch by val Dice",
         },
         "train_time_s": train_s,

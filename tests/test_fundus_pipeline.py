@@ -152,3 +152,39 @@ def test_extent_is_the_larger_span() -> None:
     assert _extent(m) == 0
     m[2:5, 1:8] = True
     assert _extent(m) == 7
+
+
+class _FakePredictor(FundusPredictor):
+    """The predictor's ROI logic with a stand-in ROI model: a disc of ``fill`` x the crop's side
+    (the real disc, read at roi_scale 2, fills 0.5), cup half as wide, wherever the crop is."""
+
+    def __init__(self, fill: float, input_kind: str = "auto") -> None:
+        self.labels, self.roi_scale, self.roi_size, self.threshold = ("disc", "cup"), 2.0, 64, 0.5
+        self.fill, self.input_kind = fill, input_kind
+        self.postprocess, self.fit_ellipse = True, False
+        self.roi = type("R", (), {"preprocess": {"in_channels": 3}})()
+
+    def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
+        return Roi(100.0, 120.0, 60.0), []  # a 30-px disc at (100, 120): plausible in 200 x 240
+
+    def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
+        r = self.roi_size
+        disc = _disc(r, r, r // 2, r // 2, round(self.fill * r / 2))
+        cup = _disc(r, r, r // 2, r // 2, round(self.fill * r / 4))
+        return torch.from_numpy(np.stack([disc, cup]).astype(np.float32))
+
+
+def test_a_roi_model_that_oversegments_is_not_followed_but_flagged() -> None:
+    img = np.zeros((200, 240, 3), np.uint8)
+    # agreeing models: the ROI stays (no noticeable move), nothing flagged
+    ok = _FakePredictor(fill=0.5).predict(img)
+    assert ok.flags == [] and ok.roi == Roi(100.0, 120.0, 60.0)
+    # an ROI model whose disc is 1.5 x the locator's: following it would grow the ROI without end;
+    # the locator's ROI is kept, the image flagged, and not re-read as a crop
+    fake = _FakePredictor(fill=0.75)
+    bad = fake.predict(img)
+    assert bad.flags == ["disc_size_mismatch"] and bad.roi == Roi(100.0, 120.0, 60.0)
+    assert fake.last_input_kind == "full"
+    # a moderate disagreement (1.2 x) is followed: the ROI is re-centred and re-sized
+    near = _FakePredictor(fill=0.6).predict(img)
+    assert near.flags == [] and near.roi.side > 60.0
