@@ -174,6 +174,35 @@ class _FakePredictor(FundusPredictor):
         return torch.from_numpy(np.stack([disc, cup]).astype(np.float32))
 
 
+class _ScaleBoundPredictor(_FakePredictor):
+    """A stand-in ROI model that segments the bright disc of the image exactly, but only when the
+    ROI is within 0.8-1.25 x its trained scale (side = 2 x the disc's extent); at any other scale it
+    answers a small centred blob, as a real model does when the disc is far from its trained size."""
+
+    def __init__(self, disc_extent: float) -> None:
+        super().__init__(fill=0.5, input_kind="crop")
+        self.disc_extent = disc_extent
+
+    def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
+        from biounet.fundus.roi import crop_roi_windows
+
+        if 0.8 <= roi.side / (2 * self.disc_extent) <= 1.25:
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+            disc = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255)[0, 0] > 0.5
+            return torch.stack([disc, disc]).float()
+        self.fill = 0.2
+        return super().roi_probs(img, roi)
+
+
+def test_a_crop_is_read_at_the_scale_where_the_disc_reproduces_its_roi() -> None:
+    # a crop whose disc fills 60 % of its area: 70 px across in an 80-px image
+    d = _disc(80, 80, 40, 40, 35)
+    img = np.repeat((d * 255).astype(np.uint8)[..., None], 3, axis=2)
+    r = _ScaleBoundPredictor(disc_extent=71).predict(img)
+    assert r.flags == [] and 0.8 <= r.roi.side / 142 <= 1.25
+    assert binary_scores(r.masks["disc"], d)["dice"] > 0.95
+
+
 def test_a_roi_model_that_oversegments_is_not_followed_but_flagged() -> None:
     img = np.zeros((200, 240, 3), np.uint8)
     # agreeing models: the ROI stays (no noticeable move), nothing flagged
