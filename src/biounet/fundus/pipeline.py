@@ -281,9 +281,9 @@ class FundusPredictor:
         # two models disagree on the size, the locator's (the ROI's) is the one judged.
         mismatch = "disc_size_mismatch" in flags
         extent = roi.side / self.roi_scale if mismatch else _extent(disc)
-        if not mismatch and not 0.3 <= share <= 1.2:  # a round disc fills pi/4 of its box
-            flags.append("disc_size_unusual")
-        elif kind == "full" and (extent < 20 or not 0.02 <= extent / max(h, w) <= 0.3):
+        odd_share = not mismatch and not 0.3 <= share <= 1.2  # a round disc fills pi/4 of its box
+        odd_extent = extent < 20 or not 0.02 <= extent / max(h, w) <= 0.3
+        if odd_share or (kind == "full" and odd_extent):
             flags.append("disc_size_unusual")
         return roi, prob, flags
 
