@@ -42,13 +42,14 @@ from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E
 from generalization_report import write_markdown  # noqa: E402
 
 LABELS = ("disc", "cup")
-RUNS = {  # name -> (training sources, camera augmentation, budget: x the draws of the others)
-    "drishti_plain": (("drishti",), False, 1),
-    "drishti": (("drishti",), True, 1),
-    "refuge": (("refuge",), True, 1),
-    "both": (("drishti", "refuge"), True, 1),
-    "both_plain": (("drishti", "refuge"), False, 1),
-    "both_long": (("drishti", "refuge"), True, 3),
+RUNS = {  # name -> (training sources, camera augmentation, x the ROI draws, x the locator draws)
+    "drishti_plain": (("drishti",), False, 1, 1),
+    "drishti": (("drishti",), True, 1, 1),
+    "refuge": (("refuge",), True, 1, 1),
+    "both": (("drishti", "refuge"), True, 1, 1),
+    "both_plain": (("drishti", "refuge"), False, 1, 1),
+    "both_long": (("drishti", "refuge"), True, 3, 2),
+    "both_xl": (("drishti", "refuge"), True, 5, 3),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -58,7 +59,7 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     out = work / name
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt"
-    sources, camera, budget = RUNS[name]
+    sources, camera, roi_x, loc_x = RUNS[name]
     if len(sources) == 1:
         data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]])
     else:
@@ -70,8 +71,8 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     fc = FundusConfig(
         data_root=data,
         labels=LABELS,
-        locator_epochs=max(2, math.ceil(args.locator_draws * min(budget, 2) / n_train)),
-        roi_epochs=max(2, math.ceil(args.roi_draws * budget / n_train)),
+        locator_epochs=max(2, math.ceil(args.locator_draws * loc_x / n_train)),
+        roi_epochs=max(2, math.ceil(args.roi_draws * roi_x / n_train)),
         seed=args.seed,
         camera_augment=camera,
     )
@@ -178,7 +179,7 @@ def main() -> None:
     ap.add_argument("--refuge", type=Path, default=SHARED_DATA / "refuge_canon512")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_generalization"))
     ap.add_argument(
-        "--runs", default="drishti_plain,drishti,refuge,both", help=f"subset of {','.join(RUNS)}"
+        "--runs", default=",".join(RUNS), help=f"subset of {','.join(RUNS)} (default: all)"
     )
     ap.add_argument("--locator-draws", type=int, default=1600, help="images sampled, locator")
     ap.add_argument("--roi-draws", type=int, default=4800, help="crops sampled, ROI model")
@@ -223,7 +224,12 @@ def main() -> None:
             "roi_draws": args.roi_draws,
             "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
             "runs": {
-                k: {"sources": v[0], "camera_augment": v[1], "draws_x": v[2]}
+                k: {
+                    "sources": v[0],
+                    "camera_augment": v[1],
+                    "roi_draws_x": v[2],
+                    "locator_draws_x": v[3],
+                }
                 for k, v in RUNS.items()
             },
             "validation": "20 % of each training split (per dataset), best epoch by val Dice",
