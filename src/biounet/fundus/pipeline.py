@@ -161,10 +161,12 @@ class FundusPredictor:
     ``roi_1``, ...; see ``save_ensemble``) averages their probabilities.
 
     ``input_kind``: "full" (the locator finds the disc on the downscaled photograph), "crop" (the
-    image is taken as centred on the disc: the first ROI is the whole image) or "auto" (as "full";
-    when that reading raises a doubt flag, the image is tried as a crop too, and taken as one when
-    that reading raises none). In every case the ROI is re-centred once on the disc that the ROI
-    model itself found, when that moves it noticeably."""
+    image is taken as centred on the disc, its disc size unknown: see ``read_crop``) or "auto": an
+    image without a dark field-of-view surround (``has_fov_border``) is read as a crop first and as a
+    photograph when that reading is doubtful and the photograph reading is not; one with it is read
+    as a photograph, and as a crop too when that reading is doubtful (beyond a mere size
+    disagreement between the two models) or does not reproduce its ROI. In every case the ROI is
+    re-centred on the disc that the ROI model itself found, when that moves it noticeably."""
 
     def __init__(
         self,
