@@ -20,7 +20,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,14 +42,23 @@ from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E
 from generalization_report import write_markdown  # noqa: E402
 
 LABELS = ("disc", "cup")
-RUNS = {  # name -> (training sources, camera augmentation, x the ROI draws, x the locator draws)
-    "drishti_plain": (("drishti",), False, 1, 1),
-    "drishti": (("drishti",), True, 1, 1),
-    "refuge": (("refuge",), True, 1, 1),
-    "both": (("drishti", "refuge"), True, 1, 1),
-    "both_plain": (("drishti", "refuge"), False, 1, 1),
-    "both_long": (("drishti", "refuge"), True, 3, 2),
-    "both_xl": (("drishti", "refuge"), True, 5, 3),
+
+
+class Run(NamedTuple):
+    sources: tuple[str, ...]  # training datasets
+    camera_augment: bool
+    roi_draws_x: int  # x --roi-draws
+    locator_draws_x: int  # x --locator-draws
+
+
+RUNS = {
+    "drishti_plain": Run(("drishti",), False, 1, 1),
+    "drishti": Run(("drishti",), True, 1, 1),
+    "refuge": Run(("refuge",), True, 1, 1),
+    "both": Run(("drishti", "refuge"), True, 1, 1),
+    "both_plain": Run(("drishti", "refuge"), False, 1, 1),
+    "both_long": Run(("drishti", "refuge"), True, 3, 2),
+    "both_xl": Run(("drishti", "refuge"), True, 5, 3),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -59,7 +68,8 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     out = work / name
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt"
-    sources, camera, roi_x, loc_x = RUNS[name]
+    run = RUNS[name]
+    sources = run.sources
     if len(sources) == 1:
         data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]])
     else:
@@ -71,10 +81,10 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     fc = FundusConfig(
         data_root=data,
         labels=LABELS,
-        locator_epochs=max(2, math.ceil(args.locator_draws * loc_x / n_train)),
-        roi_epochs=max(2, math.ceil(args.roi_draws * roi_x / n_train)),
+        locator_epochs=max(2, math.ceil(args.locator_draws * run.locator_draws_x / n_train)),
+        roi_epochs=max(2, math.ceil(args.roi_draws * run.roi_draws_x / n_train)),
         seed=args.seed,
-        camera_augment=camera,
+        camera_augment=run.camera_augment,
     )
     t0 = time.perf_counter()
     ck = fit_fundus(fc, out)
@@ -223,15 +233,7 @@ def main() -> None:
             "locator_draws": args.locator_draws,
             "roi_draws": args.roi_draws,
             "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
-            "runs": {
-                k: {
-                    "sources": v[0],
-                    "camera_augment": v[1],
-                    "roi_draws_x": v[2],
-                    "locator_draws_x": v[3],
-                }
-                for k, v in RUNS.items()
-            },
+            "runs": {k: r._asdict() for k, r in RUNS.items()},
             "validation": "20 % of each training split (per dataset), best epoch by val Dice",
         },
         "train_time_s": train_s,

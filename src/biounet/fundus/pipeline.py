@@ -220,15 +220,10 @@ class FundusPredictor:
         image's side, each start re-centred twice, and the reading kept whose disc best reproduces
         its own ROI (the model was trained with the disc at 1/roi_scale of the ROI's side, so at the
         right scale its disc implies the ROI it was given; at a wrong one it does not)."""
-        best: tuple[float, tuple[Roi, np.ndarray, list[str]]] | None = None
-        for factor in CROP_FACTORS:
-            side = factor * self.roi_scale / 2
-            roi, prob, flags = self.segment(img, self.crop_roi(img, side), [], "crop", 2)
-            gap = self.self_gap(roi, prob) + (1.0 if flags else 0.0)
-            if best is None or gap < best[0]:
-                best = (gap, (roi, prob, flags))
-        assert best is not None
-        return best[1]
+        starts = [self.crop_roi(img, f * self.roi_scale / 2) for f in CROP_FACTORS]
+        readings = [self.segment(img, roi, [], "crop", 2) for roi in starts]
+        # a flagged reading only wins when every reading is flagged
+        return min(readings, key=lambda r: self.self_gap(r[0], r[1]) + (1.0 if r[2] else 0.0))
 
     def self_gap(self, roi: Roi, prob: np.ndarray) -> float:
         """How far the ROI implied by the disc in ``prob`` ((L, H, W)) lies from ``roi`` (see
@@ -267,12 +262,11 @@ class FundusPredictor:
         score_of = lambda p: p[d] + (p[self.labels.index("cup")] if "cup" in self.labels else 0)  # noqa: E731
         prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
         flags = list(flags)
-        first = roi
+        first, (lo, hi) = roi, SIZE_AGREEMENT
         for _ in range(recentre):
             new = disc_roi(prob[d] > self.threshold, self.roi_scale, score=score_of(prob))
             if new is None or not _moved(roi, new):
                 break
-            lo, hi = SIZE_AGREEMENT
             if kind == "full" and not lo <= new.side / first.side <= hi:
                 flags.append("disc_size_mismatch")
                 break
@@ -310,9 +304,10 @@ class FundusPredictor:
         else:
             roi, prob, flags = self.segment(img, *self.locate(img))
             self.last_input_kind = "full"
-            gap = self.self_gap(roi, prob)
             doubtful = set(flags) - {"disc_size_mismatch"}
-            if self.input_kind == "auto" and (doubtful or (gap > CROP_GAP and not flags)):
+            # the gap (a labelling of the whole image) only where it decides something
+            gap = self.self_gap(roi, prob) if self.input_kind == "auto" and not flags else 0.0
+            if self.input_kind == "auto" and (doubtful or gap > CROP_GAP):
                 # the photograph reading is doubtful, or raised no flag but its disc does not
                 # reproduce its ROI: try the image as a disc-centred crop, taken when that reading
                 # raises no flag (and, in the second case, reproduces its ROI better). A reading
