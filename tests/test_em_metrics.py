@@ -6,7 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from biounet.em.metrics import em_scores, pixel_error, rand_error, segment, v_info, v_rand
+from biounet.em.metrics import (
+    em_scores,
+    pixel_error,
+    rand_error,
+    segment,
+    thin_borders,
+    v_info,
+    v_rand,
+)
 
 # Split example (2x4, no boundary): the prediction cuts true cell 1 into cells 1 and 3.
 #   true [[1 1 2 2]    pred [[1 3 2 2]
@@ -182,3 +190,47 @@ def test_errors_name_arguments():
         v_rand(np.ones((2, 2), dtype=int), np.zeros((2, 2), dtype=int))
     with pytest.raises(ValueError, match="integer"):
         v_info(np.ones((2, 2)), np.ones((2, 2), dtype=int))
+
+
+@pytest.mark.parametrize(
+    ("row", "want"),
+    [
+        ([1, 0, 2], [1, 0, 2]),  # a 1 px border stays
+        ([1, 0, 0, 2], [1, 0, 2, 2]),  # 2 px: the row on the smaller label's side stays
+        ([2, 0, 0, 1], [2, 2, 0, 1]),
+        ([1, 1, 0, 0, 0, 2, 2], [1, 1, 1, 0, 2, 2, 2]),  # 3 px: each side takes its nearest pixel
+        ([1, 2, 0, 0], [1, 2, 2, 2]),  # a border touching one cell only joins it
+        ([0, 0, 0], [0, 0, 0]),  # no cell: nothing to join
+    ],
+)
+def test_thin_borders_rows(row: list[int], want: list[int]) -> None:
+    assert thin_borders(np.array([row])).tolist() == [want]
+
+
+def test_thin_borders_keeps_cells_apart_in_2d() -> None:
+    seg = np.zeros((5, 5), dtype=int)
+    seg[0, 0], seg[4, 4] = 1, 2
+    thin = thin_borders(seg)
+    assert set(np.unique(thin)) == {0, 1, 2}
+    # what is left of the border is one diagonal, which 4-connectivity does not cross
+    assert np.array_equal(thin == 0, np.fliplr(np.eye(5, dtype=bool)))
+    assert np.array_equal(segment(thin > 0, "interior", 0.5) > 0, thin > 0)
+    assert len(np.unique(segment((thin > 0).astype(float), "interior")[thin > 0])) == 2
+
+
+def test_thinned_scores_forgive_a_thick_border_but_not_a_merge() -> None:
+    # truth: two 10 px tall cells split by a 1 px membrane column; prediction: the same split
+    # drawn 3 px thick. Unthinned, the 2 extra border columns (20 px) are singletons inside true
+    # cells: sum n_ij^2 = 2 * 40^2 + 20 = sum s_i^2, sum t_j^2 = 2 * 50^2 -> V_rand = 6440 / 8220.
+    true = np.zeros((10, 11), dtype=np.uint8)
+    true[:, 5] = 1
+    prob = true.astype(np.float32)
+    prob[:, 4] = prob[:, 6] = 0.9
+    s = em_scores(prob, true)
+    assert s["v_rand"] == pytest.approx(2 * 3220 / (3220 + 5000))
+    assert s["v_rand_thinned"] == pytest.approx(1.0)
+    assert s["v_info_thinned"] == pytest.approx(1.0)
+    # a gap in the predicted border merges the two cells: thinning does not hide that
+    prob[3, 4:7] = 0.0
+    s = em_scores(prob, true)
+    assert s["v_rand_thinned"] < 0.7

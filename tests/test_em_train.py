@@ -164,6 +164,23 @@ def test_predict_interior_is_one_forward_pass_of_the_mirrored_slice() -> None:
     np.testing.assert_allclose(prob, direct.numpy(), atol=1e-5)
 
 
+def test_predict_interior_tta_is_the_mean_over_the_eight_views() -> None:
+    model = make_em_model(tiny_cfg(), seed=0).eval()
+    img = synthetic_em(1, 36)[0][0]
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            v = np.rot90(img, k)
+            p = predict_interior(model, np.ascontiguousarray(v[:, ::-1] if flip else v), 12)
+            views.append(np.rot90(p[:, ::-1] if flip else p, -k))
+    tta = predict_interior(model, img, 12, tta=True)
+    np.testing.assert_allclose(tta, np.mean(views, axis=0), atol=1e-6)
+    # averaging over the whole group makes the prediction equivariant: rotate in, rotate out
+    rotated = predict_interior(model, np.ascontiguousarray(np.rot90(img)), 12, tta=True)
+    np.testing.assert_allclose(np.rot90(rotated, -1), tta, atol=1e-5)
+    assert not np.allclose(predict_interior(model, img, 12), tta, atol=1e-4)
+
+
 def test_choose_threshold_and_checkpoint_round_trip(tmp_path: Path) -> None:
     _, interior = synthetic_em(2, 64)
     # A perfect interior probability of 0.8 inside cells, 0.2 on membranes: any threshold between

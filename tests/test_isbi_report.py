@@ -20,6 +20,8 @@ SCORES = {
     "adapted_rand_error": 0.2,
     "v_rand": 0.8,
     "v_info": 0.85,
+    "v_rand_thinned": 0.9,
+    "v_info_thinned": 0.92,
 }
 
 
@@ -58,8 +60,9 @@ def test_long_runs_section_names_the_chosen_arm_and_its_val_scores(tmp_path: Pat
     }
     md = write(tmp_path, long_runs=long_runs)
     assert "## Longer training (20.0 min per arm)" in md
-    assert "| neither | 4500 | 0.500 / 0.100 | 0.30 | 0.1000 | 0.9000 |" in md
-    assert "Chosen on 20-24: neither; slices 25-29: V_rand 0.9100" in md
+    assert "| neither | 4500 | 0.500 / 0.100 | 0.30 | off | 0.1000 | 0.9000 | 0.9000 |" in md
+    assert "Chosen on 20-24: neither; slices 25-29: V_rand thinned 0.9000" in md
+    assert "V_rand 0.9100" in md and "TTA off" in md
     assert "## Val (slices 25-29" not in md  # the short runs' sections are absent, not broken
 
 
@@ -71,6 +74,10 @@ def test_short_run_sections(tmp_path: Path) -> None:
         ablation={"neither": arm(1192, 0.84)},
         overlap_tile_2048={"image_side": 2048, "tiles": 49},
     )
-    assert "| neither | 0.30 | 0.1000 | 0.0500 | 0.2000 | 0.8000 | 0.8500 |" in md
-    assert "| neither | 1192 | 0.500 / 0.100 | 0.30 | 0.1000 | 0.0500 | 0.2000 | 0.8400 |" in md
+    assert (
+        "| neither | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8000 | 0.8500 | 0.9000 | 0.9200 |"
+        in md
+    )
+    row = "| neither | 1192 | 0.500 / 0.100 | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8400 | 0.8500 |"
+    assert row in md
     assert "- tiles: 49" in md and "Longer training" not in md

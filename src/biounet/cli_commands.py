@@ -348,8 +348,10 @@ def cmd_train_em(a: argparse.Namespace) -> int:
     v = s["val"]
     print(
         f"{s['iterations']} iterations in {s['train_seconds']:.0f} s; validation slices "
-        f"{', '.join(s['val_stems'])}: V-Rand {v['v_rand']:.4f}, V-Info {v['v_info']:.4f}, "
-        f"pixel error {v['pixel_error']:.4f} (membrane threshold {s['membrane_threshold']:.2f})"
+        f"{', '.join(s['val_stems'])}: V-Rand (thinned) {v['v_rand_thinned']:.4f}, "
+        f"V-Info (thinned) {v['v_info_thinned']:.4f}, pixel error {v['pixel_error']:.4f} "
+        f"(membrane threshold {s['membrane_threshold']:.2f}, "
+        f"test-time augmentation {'on' if s['tta'] else 'off'})"
     )
     print(f"checkpoint: {a.out / 'model.pt'} (biounet predict runs it by overlap-tile)")
     return 0

@@ -16,7 +16,8 @@ from biounet.predictor import Prediction  # biounet.predictor imports this modul
 class OverlapTilePredictor:
     """Two-class softmax checkpoints (labels e.g. ("membrane", "interior")): prob (2, H, W); the
     first class is foreground where its probability exceeds the threshold chosen on held-out data
-    and stored in the checkpoint (``membrane_threshold``), else 0.5."""
+    and stored in the checkpoint (``membrane_threshold``), else 0.5; with the 8-view test-time
+    augmentation where the checkpoint says it was chosen there (``tta``)."""
 
     def __init__(self, ck: Checkpoint, precision: str = "auto") -> None:
         if len(ck.labels) != 2 or ck.preprocess.get("output") != "softmax":
@@ -31,12 +32,15 @@ class OverlapTilePredictor:
         self.out_tile = int(ck.preprocess.get("out_tile", 388))
         self.in_channels = int(ck.preprocess.get("in_channels", 1))
         self.threshold = float(ck.extra.get("membrane_threshold", 0.5))
+        self.tta = bool(ck.extra.get("tta", False))
 
     def predict(self, img: np.ndarray) -> Prediction:
         if self.in_channels != 1:
             raise BiounetError("overlap-tile predict runs grey (1-channel) models only")
         grey = match_channels(img, 1)[..., 0]
-        p1 = predict_interior(self.model, grey, self.out_tile, self.precision)  # (H, W)
+        p1 = predict_interior(
+            self.model, grey, self.out_tile, self.precision, tta=self.tta
+        )  # (H, W)
         prob = np.stack([1.0 - p1, p1]).astype(np.float32)
         first = prob[0] > self.threshold
         return Prediction(prob, {self.labels[0]: first, self.labels[1]: ~first})
