@@ -59,6 +59,7 @@ RUNS = {
     "both_plain": Run(("drishti", "refuge"), False, 1, 1),
     "both_long": Run(("drishti", "refuge"), True, 3, 2),
     "both_xl": Run(("drishti", "refuge"), True, 5, 3),
+    "refuge_xl": Run(("refuge",), True, 5, 3),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True

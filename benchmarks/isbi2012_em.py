@@ -3,6 +3,8 @@
     python benchmarks/isbi2012_em.py                    # 4 x 4.5 min training + ~6 min: ~25 min
     python benchmarks/isbi2012_em.py --quick            # smoke test, ~1-2 min, results in --work
     python benchmarks/isbi2012_em.py --long 20          # two arms x 20 min more: key long_runs
+    python benchmarks/isbi2012_em.py --long 60 --long-arms neither   # key long_runs_60min
+    python benchmarks/isbi2012_em.py --rescore          # saved arms scored again, no training
 
 Protocol (contiguous slices, neighbours being 50 nm apart): every ablation arm trains on slices
 00-19; slices 20-24 pick the membrane threshold (best mean V_rand) and the best arm; that arm's
@@ -223,8 +225,8 @@ def report(results: Path) -> None:
             "|---|---|---|---|---|" + "---|" * len(KEYS),
         ]
         lines += [arm_row(name, a, KEYS) for name, a in d["ablation"].items()]
-    if "long_runs" in d:
-        lr_ = d["long_runs"]
+    for key in long_keys(d):
+        lr_ = d[key]
         v = lr_["val"]
         lines += ["", f"## Longer training ({lr_['minutes_per_run']} min per arm)", ""]
         lines += [
@@ -310,7 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="MINUTES",
-        help="only longer runs of --long-arms, MINUTES each (results key long_runs)",
+        help="only longer runs of --long-arms, MINUTES each (results key long_runs, or "
+        "long_runs_<MINUTES>min for other budgets than 20)",
     )
     ap.add_argument(
         "--long-arms", nargs="+", choices=list(ARMS), default=["weightmap_elastic", "neither"]
@@ -332,16 +335,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def long_key(minutes: float) -> tuple[str, str]:
+    """-> (results key, checkpoint prefix) of the longer runs of ``minutes`` per arm; 20 min keeps
+    the first names (key long_runs, long_<arm>.pt) so earlier results stay readable."""
+    if minutes == 20:
+        return "long_runs", "long_"
+    return f"long_runs_{minutes:g}min", f"long{minutes:g}_"
+
+
+def long_keys(d: dict[str, Any]) -> list[str]:
+    """The results' longer-run sections, shortest budget first."""
+    keys = [k for k in d if k.startswith("long_runs")]
+    return sorted(keys, key=lambda k: d[k]["minutes_per_run"])
+
+
 def long_runs(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
     """The --long-arms trained for --long minutes each, the same protocol: the arm with the best
     held-out V_rand (slices 20-24) is scored once on 25-29."""
+    prefix = long_key(args.long)[1]
     runs = {
-        name: run_arm(name, data, args, minutes=args.long, ck_name=f"long_{name}")
+        name: run_arm(name, data, args, minutes=args.long, ck_name=f"{prefix}{name}")
         for name in args.long_arms
     }
     best = max(runs, key=lambda n: runs[n]["held_out_20_24"][SELECT])
-    val = evaluate_val(args.work / f"long_{best}.pt", data, args)
-    return {"minutes_per_run": args.long, "arms": runs, "val": val}
+    val = evaluate_val(args.work / f"{prefix}{best}.pt", data, args)
+    return {"minutes_per_run": args.long, "checkpoint_prefix": prefix, "arms": runs, "val": val}
 
 
 def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
@@ -356,15 +374,16 @@ def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
         update_results(
             NAME, "val", evaluate_val(args.work / f"{best}.pt", data, args), args.results
         )
-    if "long_runs" in d:
-        lr_ = d["long_runs"]
+    for key in long_keys(d):
+        lr_ = d[key]
+        prefix = lr_.get("checkpoint_prefix", "long_")
         arms = {
-            n: rescore_arm(a, args.work / f"long_{n}.pt", data, args)
+            n: rescore_arm(a, args.work / f"{prefix}{n}.pt", data, args)
             for n, a in lr_["arms"].items()
         }
         best = max(arms, key=lambda n: arms[n]["held_out_20_24"][SELECT])
-        val = evaluate_val(args.work / f"long_{best}.pt", data, args)
-        update_results(NAME, "long_runs", lr_ | {"arms": arms, "val": val}, args.results)
+        val = evaluate_val(args.work / f"{prefix}{best}.pt", data, args)
+        update_results(NAME, key, lr_ | {"arms": arms, "val": val}, args.results)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         print((args.results / f"{NAME}.md").read_text())
         return
     if args.long:
-        update_results(NAME, "long_runs", long_runs(data, args), args.results)
+        update_results(NAME, long_key(args.long)[0], long_runs(data, args), args.results)
         report(args.results)
         print((args.results / f"{NAME}.md").read_text())
         return

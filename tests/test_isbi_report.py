@@ -66,6 +66,16 @@ def test_long_runs_section_names_the_chosen_arm_and_its_val_scores(tmp_path: Pat
     assert "## Val (slices 25-29" not in md  # the short runs' sections are absent, not broken
 
 
+def test_longer_budgets_get_their_own_sections_in_budget_order(tmp_path: Path) -> None:
+    val = {**SCORES, "arm": "neither", "membrane_threshold": 0.4}
+    sixty = {"minutes_per_run": 60.0, "arms": {"neither": arm(15000, 0.93)}, "val": val}
+    twenty = {"minutes_per_run": 20.0, "arms": {"neither": arm(4500, 0.9)}, "val": val}
+    md = write(tmp_path, long_runs_60min=sixty, long_runs=twenty)
+    assert md.index("(20.0 min per arm)") < md.index("(60.0 min per arm)")
+    assert "| neither | 15000 |" in md and "| neither | 4500 |" in md
+    assert isbi.long_key(20) == ("long_runs", "long_") and isbi.long_key(60)[0] == "long_runs_60min"
+
+
 def test_short_run_sections(tmp_path: Path) -> None:
     val = {**SCORES, "arm": "neither", "membrane_threshold": 0.3, "note": "the note"}
     md = write(
