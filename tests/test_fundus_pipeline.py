@@ -4,6 +4,7 @@ crops, ensembles."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from biounet.checkpoint import PipelineCheckpoint, load_any
@@ -240,3 +241,17 @@ def test_auto_reads_an_image_without_a_fov_border_as_a_crop_first() -> None:
     p.input_kind = "auto"
     r = p.predict(img)
     assert p.last_input_kind == "crop" and binary_scores(r.masks["disc"], d)["dice"] > 0.95
+
+
+def test_auto_reads_an_image_with_a_fov_border_as_a_photograph_only() -> None:
+    yy, xx = np.mgrid[0:200, 0:240]
+    fov = (yy - 100) ** 2 + (xx - 120) ** 2 <= 95**2  # a circular field of view, black outside
+    photo = np.where(fov[..., None], 140, 2).astype(np.uint8).repeat(3, axis=2)
+    small = _FakePredictor(fill=0.5)
+    small.locate = lambda img: (Roi(100.0, 120.0, 30.0), [])  # type: ignore[method-assign]
+    # disc 1.5 x the locator's (flagged mismatch); a 15 px disc (flagged unusual); a plausible one
+    for p in (_FakePredictor(fill=0.75), small, _FakePredictor(fill=0.5)):
+        p.read_crop = lambda img: pytest.fail("a photograph was re-read as a crop")  # type: ignore[method-assign]
+        r = p.predict(photo)
+        assert p.last_input_kind == "full" and r.masks["disc"].any()
+    assert small.predict(photo).flags == ["disc_size_unusual"]

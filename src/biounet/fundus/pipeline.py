@@ -44,11 +44,6 @@ SIZE_AGREEMENT = (0.75, 1.33)
 # side (10-60 % of the area) wants 0.72-1.75 x at roi_scale 2; training's 0.8-1.25 x scale jitter
 # covers the rest.
 CROP_FACTORS = (0.8, 1.25, 1.75)
-# A photograph reading whose disc implies a ROI this far from the one used (see _roi_gap) is also
-# tried as a crop (measured: at most 0.17 on 40 Drishti-GS1 and REFUGE test photographs; on
-# training-split images it lifted crops' disc Dice by 0.02-0.05 and cost a REFUGE-trained model
-# 0.03 on Drishti-GS1 photographs, 3 more of 50 read as crops)
-CROP_GAP = 0.2
 
 
 @dataclass(frozen=True)
@@ -302,22 +297,13 @@ class FundusPredictor:
                 if not f_flags:
                     roi, prob, flags, self.last_input_kind = f_roi, f_prob, f_flags, "full"
         else:
+            # a dark field-of-view surround: a photograph, read as one only. No disc-centred crop
+            # (disc 10-60 % of its area) of the training splits has one (0 of 450), and re-reading
+            # doubtful photographs as crops gave confident wrong discs filling half the image
+            # (REFUGE-trained model on the 50 Drishti-GS1 training photographs: disc Dice 0.740
+            # with the re-reading, 0.809 without; no change for a model on its own dataset)
             roi, prob, flags = self.segment(img, *self.locate(img))
             self.last_input_kind = "full"
-            doubtful = set(flags) - {"disc_size_mismatch"}
-            # the gap (a labelling of the whole image) only where it decides something
-            gap = self.self_gap(roi, prob) if self.input_kind == "auto" and not flags else 0.0
-            if self.input_kind == "auto" and (doubtful or gap > CROP_GAP):
-                # the photograph reading is doubtful, or raised no flag but its disc does not
-                # reproduce its ROI: try the image as a disc-centred crop, taken when that reading
-                # raises no flag (and, in the second case, reproduces its ROI better). A reading
-                # whose only flag is that the two models disagree on a plausible disc's size is
-                # kept: measured on photographs of another dataset than the one trained on, the
-                # crop reading then gives confident wrong answers (REFUGE-trained on Drishti-GS1:
-                # 14 of 51 read as crops, disc Dice 0.85 -> 0.69)
-                c_roi, c_prob, c_flags = self.read_crop(img)
-                if not c_flags and (doubtful or self.self_gap(c_roi, c_prob) < gap):
-                    roi, prob, flags, self.last_input_kind = c_roi, c_prob, c_flags, "crop"
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
         if self.postprocess and "disc" in masks and "cup" in masks:
             from biounet.fundus.postprocess import clean_disc_cup
