@@ -159,8 +159,7 @@ class FundusPredictor:
     image is taken as centred on the disc, its disc size unknown: see ``read_crop``) or "auto": an
     image without a dark field-of-view surround (``has_fov_border``) is read as a crop first and as a
     photograph when that reading is doubtful and the photograph reading is not; one with it is read
-    as a photograph, and as a crop too when that reading is doubtful (beyond a mere size
-    disagreement between the two models) or does not reproduce its ROI. In every case the ROI is
+    as a photograph only (a doubtful reading is flagged, not re-read). In every case the ROI is
     re-centred on the disc that the ROI model itself found, when that moves it noticeably."""
 
     def __init__(
