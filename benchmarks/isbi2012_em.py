@@ -363,7 +363,7 @@ def long_runs(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str
 
 
 def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
-    """--rescore: both protocols (ablation -> val, long runs -> their val) from saved checkpoints."""
+    """--rescore: both protocols (ablation -> val, longer runs -> their val) from checkpoints."""
     d = json.loads((args.results / f"{NAME}.json").read_text())
     if "ablation" in d:
         ablation = {

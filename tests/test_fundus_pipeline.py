@@ -251,7 +251,7 @@ def test_auto_reads_an_image_with_a_fov_border_as_a_photograph_only() -> None:
     small.locate = lambda img: (Roi(100.0, 120.0, 30.0), [])  # type: ignore[method-assign]
     # disc 1.5 x the locator's (flagged mismatch); a 15 px disc (flagged unusual); a plausible one
     for p in (_FakePredictor(fill=0.75), small, _FakePredictor(fill=0.5)):
-        p.read_crop = lambda img: pytest.fail("a photograph was re-read as a crop")  # type: ignore[method-assign]
+        p.read_crop = lambda img: pytest.fail("a photograph was re-read as a crop")  # type: ignore
         r = p.predict(photo)
         assert p.last_input_kind == "full" and r.masks["disc"].any()
     assert small.predict(photo).flags == ["disc_size_unusual"]

@@ -88,6 +88,6 @@ def test_short_run_sections(tmp_path: Path) -> None:
         "| neither | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8000 | 0.8500 | 0.9000 | 0.9200 |"
         in md
     )
-    row = "| neither | 1192 | 0.500 / 0.100 | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8400 | 0.8500 |"
+    row = "| neither | 1192 | 0.500 / 0.100 | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8400 |"
     assert row in md
     assert "- tiles: 49" in md and "Longer training" not in md

@@ -157,7 +157,8 @@ def train_and_calibrate(
     thresholds: tuple[float, ...] | None = None,
 ) -> EmFit:
     """Train ``paper_valid_small`` at ``base_width`` on (images (N, H, W) uint8, interior (N, H, W)
-    bool) ``train``, choose the membrane threshold and TTA on ``held`` (``calibrate``), write ``checkpoint``."""
+    bool) ``train``, choose the membrane threshold and TTA on ``held`` (``calibrate``), write
+    ``checkpoint``."""
     slices = make_slices(*train, w0=10.0 if weight_map else 0.0)
     model = make_em_model(
         preset("paper_valid_small", in_channels=1, base_width=base_width), cfg.seed

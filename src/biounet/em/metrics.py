@@ -192,8 +192,9 @@ def em_scores(
     (1 = membrane). Membrane = prob > threshold; cells are the 4-connected components of the rest.
     -> {"pixel_error", "rand_error", "adapted_rand_error", "v_rand", "v_rand_split",
     "v_rand_merge", "v_info", "v_info_split", "v_info_merge", "v_rand_thinned",
-    "v_info_thinned"}. "rand_error" is the classic all-pairs 1 - Rand index with membrane as one more segment; "adapted_rand_error" = 1 - v_rand,
-    the challenge's foreground-restricted version (without thinning, at this one threshold).
+    "v_info_thinned"}. "rand_error" is the classic all-pairs 1 - Rand index with membrane as one
+    more segment; "adapted_rand_error" = 1 - v_rand, the challenge's foreground-restricted version
+    (without thinning, at this one threshold).
     ``"v_rand_thinned"`` and ``"v_info_thinned"``: the same after ``thin_borders`` of both label
     maps, the challenge's final metrics at this one threshold.
     """
