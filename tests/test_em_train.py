@@ -20,6 +20,7 @@ from biounet.config import ModelConfig
 from biounet.em.tiles import center_crop_2d, make_slices, sample_batch
 from biounet.em.train_em import (
     EmTrainConfig,
+    best_threshold,
     choose_threshold,
     cosine_lr,
     make_em_model,
@@ -179,6 +180,13 @@ def test_predict_interior_tta_is_the_mean_over_the_eight_views() -> None:
     rotated = predict_interior(model, np.ascontiguousarray(np.rot90(img)), 12, tta=True)
     np.testing.assert_allclose(np.rot90(rotated, -1), tta, atol=1e-5)
     assert not np.allclose(predict_interior(model, img, 12), tta, atol=1e-4)
+
+
+def test_best_threshold_highest_or_lowest_ties_nearest_half() -> None:
+    means = {0.2: {"v": 0.9, "e": 0.2}, 0.5: {"v": 0.8, "e": 0.1}, 0.7: {"v": 0.9, "e": 0.1}}
+    assert best_threshold(means, "v") == 0.7  # 0.2 and 0.7 tie at 0.9; 0.7 is nearer 0.5
+    assert best_threshold(means, "e", lower=True) == 0.5  # 0.5 and 0.7 tie at 0.1; 0.5 is nearer
+    assert best_threshold({0.2: {"v": 1.0}, 0.6: {"v": 1.0}}, "v") == 0.6
 
 
 def test_choose_threshold_and_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -204,17 +204,36 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.1), 2))
+
+
+def threshold_sweep(
+    prob_interior: list[np.ndarray],
+    interior: np.ndarray,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> dict[float, list[dict[str, float]]]:
+    """{membrane threshold: per-slice ``em_scores``} (see ``score_slices``), each slice scored
+    once per threshold."""
+    return {float(t): score_slices(prob_interior, interior, t) for t in thresholds}
+
+
+def best_threshold(means: dict[float, dict[str, float]], key: str, lower: bool = False) -> float:
+    """The threshold whose mean ``key`` is highest (``lower``: lowest) in ``means`` ({threshold:
+    mean scores}); ties go to the threshold nearest 0.5."""
+    sign = -1.0 if lower else 1.0
+    return max(means, key=lambda t: (sign * means[t][key], -abs(t - 0.5)))
+
+
 def choose_threshold(
     prob_interior: list[np.ndarray],
     interior: np.ndarray,
-    thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.1), 2)),
+    thresholds: tuple[float, ...] = THRESHOLDS,
 ) -> tuple[float, dict[float, float]]:
     """The membrane threshold with the best mean V_rand after border thinning (the ISBI 2012
     challenge's final metric) over these (held-out) slices.
     -> (threshold, {threshold: mean v_rand_thinned}); ties go to the threshold nearest 0.5."""
-    table = {
-        float(t): mean_scores(score_slices(prob_interior, interior, t))["v_rand_thinned"]
-        for t in thresholds
+    sweep = threshold_sweep(prob_interior, interior, thresholds)
+    means = {t: mean_scores(rows) for t, rows in sweep.items()}
+    return best_threshold(means, "v_rand_thinned"), {
+        t: m["v_rand_thinned"] for t, m in means.items()
     }
-    best = max(table, key=lambda t: (table[t], -abs(t - 0.5)))
-    return best, table
