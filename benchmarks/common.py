@@ -45,6 +45,10 @@ def make_view(
             src_dir = (mask_dir or {}).get(lb, root / "masks" / lb)
             (out / "masks" / lb).mkdir(parents=True, exist_ok=True)
             _link(src_dir / f"{s}.png", out / "masks" / lb / f"{s}.png")
+            soft = root / "softmaps" / lb / f"{s}.png"  # annotators' agreement, for soft targets
+            if soft.is_file():
+                (out / "softmaps" / lb).mkdir(parents=True, exist_ok=True)
+                _link(soft, out / "softmaps" / lb / soft.name)
     (out / "splits.json").write_text(json.dumps(splits, indent=1))
     meta = root / "meta"
     if meta.is_dir() and not (out / "meta").exists():

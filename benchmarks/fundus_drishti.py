@@ -3,6 +3,7 @@ of settings), the final pipeline trained on all 50 and evaluated once on the 51 
 article's reproduction. Writes benchmarks/results/fundus_drishti.json and .md.
 
     python benchmarks/fundus_drishti.py --stage cv      # ~5 x the pipeline's training time
+    python benchmarks/fundus_drishti.py --stage ablate --ablate soft_targets  # one ROI setting, same folds
     python benchmarks/fundus_drishti.py --stage final
     python benchmarks/fundus_drishti.py --stage seed    # the article's recipe, 50 epochs
     python benchmarks/fundus_drishti.py --stage report  # markdown from the JSON
@@ -13,8 +14,10 @@ Data: ../shared/data/drishti_gs1 (or --data). Scratch files (symlink views, runs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import shutil
 import statistics
 import sys
 import time
@@ -129,6 +132,68 @@ def stage_cv(root: Path, work: Path, args: argparse.Namespace) -> None:
             "note": f"{n_done} of {args.folds} folds evaluated: each fold's pipeline trained on the other "
             f"{len(train) - len(folds[0])} training images, scored on its held-out images; means over the "
             "held-out images of the folds evaluated",
+        },
+    )
+
+
+# One ROI-stage setting changed against the cross-validation's pipeline (--stage ablate --ablate NAME)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "soft_targets": {"soft_targets": True},
+    "wide_scale_jitter": {"roi_scale_jitter": (0.5, 1.6)},
+}
+
+
+def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
+    """``ABLATIONS[args.ablate]`` against the cross-validation's pipeline on the folds it trained:
+    each fold keeps its locator and retrains the ROI model alone with the setting changed; both are
+    scored now, with the code of this run and the inference variant the cross-validation chose."""
+    name = args.ablate
+    train = read_splits(root)["train"]
+    folds = [train[k :: args.folds] for k in range(args.folds)]
+    tta, post, ell, variant = chosen(args)
+    base, alt, times = [], [], []
+    for k, held in enumerate(folds[: args.run_folds or args.folds]):
+        base_ck = work / f"cv_run_{k}" / "fundus.pt"
+        if not base_ck.is_file():
+            logging.info("fold %d: no cross-validation run in %s; stopping", k, work)
+            break
+        rest = [s for s in train if s not in held]
+        view = make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+        run = work / f"ablate_{name}_run_{k}"
+        if not (run / "fundus.pt").is_file():
+            if not (run / "locator").exists():
+                shutil.copytree(base_ck.parent / "locator", run / "locator")
+            fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
+            t0 = time.perf_counter()
+            fit_fundus(fc, run, reuse_locator=True)
+            times.append(time.perf_counter() - t0)
+        for ck, out, acc in (
+            (base_ck, work / f"ablate_base_eval_{k}", base),
+            (run / "fundus.pt", work / f"ablate_{name}_eval_{k}", alt),
+        ):
+            if not (out / "summary.json").is_file():
+                evaluate_checkpoint(
+                    ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=False
+                )
+            acc.append(json.loads((out / "summary.json").read_text()))
+        logging.info("fold %d done", k)
+    if not alt:
+        raise SystemExit(f"no fold to compare: run --stage cv first (work folder {work})")
+    update_results(
+        "fundus_drishti",
+        f"cv_ablation_{name}",
+        {
+            "setting": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in ABLATIONS[name].items()
+            },
+            "folds_evaluated": len(alt),
+            "images_evaluated": sum(s["n_images"] for s in alt),
+            "variant": variant,
+            "roi_train_seconds_this_run": times,
+            "base": pooled(base),
+            name: pooled(alt),
+            "note": "same folds and locators as the cross-validation; the ROI model retrained with "
+            "the setting changed; both pipelines scored by this run's code on the held-out images",
         },
     )
 
@@ -347,6 +412,23 @@ def report() -> None:
                 f"{m.get('cup_hd95_mean', float('nan')):.2f} | {m.get('vcdr_mae', float('nan')):.4f} |"
             )
         lines.append(f"\nchosen: {data['cv']['chosen_variant']}")
+    for key in sorted(k for k in data if k.startswith("cv_ablation_")):
+        ab, name = data[key], key.removeprefix("cv_ablation_")
+        lines += [
+            "",
+            f"## ROI-stage ablation: {name} {ab['setting']} ({ab['folds_evaluated']} folds, "
+            f"{ab['images_evaluated']} held-out training images, {ab['variant']})",
+            "",
+            "| ROI model | disc Dice | cup Dice | disc HD95 | cup HD95 | vCDR MAE |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in ("base", name):
+            m = ab[row]
+            lines.append(
+                f"| {row} | {m['disc_dice_mean']:.4f} | {m['cup_dice_mean']:.4f} | "
+                f"{m['disc_hd95_mean']:.2f} | {m['cup_hd95_mean']:.2f} | {m['vcdr_mae']:.4f} |"
+            )
+        lines.append(f"\n{ab['note']}")
     if "seed_reproduction" in data:
         r = data["seed_reproduction"]
         a, h = r["article_numbers"], r["honest_per_image"]
@@ -369,7 +451,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--stage", choices=["cv", "final", "seed", "report", "all"], required=True)
+    ap.add_argument(
+        "--stage", choices=["cv", "ablate", "final", "seed", "report", "all"], required=True
+    )
+    ap.add_argument("--ablate", choices=sorted(ABLATIONS), help="with --stage ablate")
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
     ap.add_argument("--folds", type=int, default=5)
@@ -383,14 +468,20 @@ def main() -> None:
     ap.add_argument("--seed-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.stage == "ablate" and not args.ablate:
+        ap.error(f"--stage ablate needs --ablate, one of {', '.join(sorted(ABLATIONS))}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = require(args.data)
     args.work.mkdir(parents=True, exist_ok=True)
     stages = ["cv", "final", "seed"] if args.stage == "all" else [args.stage]
     for st in stages:
-        {"cv": stage_cv, "final": stage_final, "seed": stage_seed}.get(st, lambda *_: None)(
-            root, args.work, args
-        )
+        stages_by_name = {
+            "cv": stage_cv,
+            "ablate": stage_ablate,
+            "final": stage_final,
+            "seed": stage_seed,
+        }
+        stages_by_name.get(st, lambda *_: None)(root, args.work, args)
     report()
 
 

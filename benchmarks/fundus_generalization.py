@@ -37,6 +37,7 @@ from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
 from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus  # noqa: E402
 from biounet.fundus.screening import referral_stats  # noqa: E402
+from biounet.fundus.train_roi import SCALE_JITTER  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
 from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
 from generalization_report import write_markdown  # noqa: E402
@@ -49,6 +50,7 @@ class Run(NamedTuple):
     camera_augment: bool
     roi_draws_x: int  # x --roi-draws
     locator_draws_x: int  # x --locator-draws
+    scale_jitter: tuple[float, float] = SCALE_JITTER  # ROI crops' side factor range (training)
 
 
 RUNS = {
@@ -60,6 +62,7 @@ RUNS = {
     "both_long": Run(("drishti", "refuge"), True, 3, 2),
     "both_xl": Run(("drishti", "refuge"), True, 5, 3),
     "refuge_xl": Run(("refuge",), True, 5, 3),
+    "refuge_wide": Run(("refuge",), True, 1, 1, (0.5, 1.6)),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -86,6 +89,7 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
         roi_epochs=max(2, math.ceil(args.roi_draws * run.roi_draws_x / n_train)),
         seed=args.seed,
         camera_augment=run.camera_augment,
+        roi_scale_jitter=run.scale_jitter,
     )
     t0 = time.perf_counter()
     ck = fit_fundus(fc, out)

@@ -255,3 +255,80 @@ def test_auto_reads_an_image_with_a_fov_border_as_a_photograph_only() -> None:
         r = p.predict(photo)
         assert p.last_input_kind == "full" and r.masks["disc"].any()
     assert small.predict(photo).flags == ["disc_size_unusual"]
+
+
+def test_training_crops_stay_inside_the_kept_window_at_any_scale_jitter(tmp_path) -> None:
+    """load_full keeps only a window around the disc; a wide scale jitter (crops up to 2.5 x the ROI,
+    rotated, shifted) must still sample image everywhere, never the zeros past the window: on a
+    uniform photograph every crop stays uniform (photometric augmentation is per image)."""
+    import math
+
+    from PIL import Image
+
+    from biounet.config import DataConfig, RunConfig, TrainConfig
+    from biounet.data.folder import Sample
+    from biounet.fundus.train_roi import load_full, roi_batches, window_half
+
+    assert window_half(1.25) == 1.0  # the default jitter keeps the window it always had
+    assert window_half(1.6) == pytest.approx(1.6 / math.sqrt(2) + 0.08)
+    Image.fromarray(np.full((400, 400, 3), 204, np.uint8)).save(tmp_path / "im.png")
+    disc = _disc(400, 400, 200, 200, 20)
+    Image.fromarray(disc.astype(np.uint8) * 255).save(tmp_path / "disc.png")
+    Image.fromarray(_disc(400, 400, 200, 200, 8).astype(np.uint8) * 255).save(tmp_path / "cup.png")
+    s = Sample(
+        "im", tmp_path / "im.png", {"disc": tmp_path / "disc.png", "cup": tmp_path / "cup.png"}
+    )
+    cfg = RunConfig(data=DataConfig(image_size=32), train=TrainConfig(batch_size=8))
+    gen = torch.Generator().manual_seed(0)
+    wide = (2.0, 2.5)  # crops 2-2.5 x the ROI: their corners reach past the 1.0 window
+    full = load_full([s] * 8, ("disc", "cup"), 3, 2.0, max_scale=wide[1])
+    assert full.images[0].shape[-1] >= 2 * 82 * window_half(2.5)  # disc extent 41: ROI side 82
+    for x, y in roi_batches(full, cfg, gen, scale=wide):
+        spread = x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))
+        assert float(spread.max()) < 1e-4
+        assert y.shape == (8, 2, 32, 32) and bool((y[:, 1] <= y[:, 0]).all())
+    narrow = load_full([s] * 8, ("disc", "cup"), 3, 2.0)  # the 1.0 window: too small for 2 x
+    spread = [
+        float((x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).max())
+        for _ in range(4)
+        for x, _ in roi_batches(narrow, cfg, gen, scale=wide)
+    ]
+    assert max(spread) > 0.5
+
+
+def test_soft_targets_read_the_agreement_maps_and_name_a_missing_one(tmp_path) -> None:
+    """load_full(soft=True): the ROI from the binary disc, the targets from softmaps/<label>/ scaled
+    to [0, 1] (Drishti-GS1's levels 0/64/128/191/255 -> 0, 0.25, 0.5, 0.75, 1)."""
+    from PIL import Image
+
+    from biounet.config import DataConfig, RunConfig, TrainConfig
+    from biounet.data.folder import Sample
+    from biounet.errors import BiounetError
+    from biounet.fundus.train_roi import load_full, roi_batches, soft_map_path
+
+    for d in ("images", "masks/disc", "masks/cup", "softmaps/disc", "softmaps/cup"):
+        (tmp_path / d).mkdir(parents=True)
+    Image.fromarray(np.full((120, 120, 3), 90, np.uint8)).save(tmp_path / "images/a.png")
+    disc, cup = _disc(120, 120, 60, 60, 20), _disc(120, 120, 60, 60, 8)
+    for lb, m in (("disc", disc), ("cup", cup)):
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / f"masks/{lb}/a.png")
+    # agreement: 255 inside the mask, 64 (one expert of four) in a 3-px ring outside it
+    ring_d, ring_c = _disc(120, 120, 60, 60, 23) & ~disc, _disc(120, 120, 60, 60, 11) & ~cup
+    for lb, m, ring in (("disc", disc, ring_d), ("cup", cup, ring_c)):
+        soft = np.where(m, 255, np.where(ring, 64, 0)).astype(np.uint8)
+        Image.fromarray(soft).save(tmp_path / f"softmaps/{lb}/a.png")
+    s = Sample(
+        "a",
+        tmp_path / "images/a.png",
+        {"disc": tmp_path / "masks/disc/a.png", "cup": tmp_path / "masks/cup/a.png"},
+    )
+    assert soft_map_path(s.masks["cup"], "cup") == tmp_path / "softmaps/cup/a.png"
+    hard, soft = (load_full([s], ("disc", "cup"), 3, 2.0, soft=v) for v in (False, True))
+    assert hard.rois == soft.rois  # the ROI comes from the binary disc either way
+    assert set(torch.unique(soft.masks[0]).tolist()) == {0, 64, 255}
+    cfg = RunConfig(data=DataConfig(image_size=64, augment=False), train=TrainConfig(batch_size=1))
+    _, y = next(roi_batches(soft, cfg, torch.Generator().manual_seed(0), jitter=0, scale=(1, 1)))
+    torch.testing.assert_close(torch.unique(y), torch.tensor([0.0, 64 / 255, 1.0]))
+    (tmp_path / "softmaps/cup/a.png").unlink()
+    with pytest.raises(BiounetError, match=r"softmaps/cup/a.png: soft targets need"):
+        load_full([s], ("disc", "cup"), 3, 2.0, soft=True)

@@ -22,7 +22,13 @@ from biounet.checkpoint import PipelineCheckpoint, save_pipeline
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.io import read_image
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_roi
-from biounet.fundus.train_roi import load_full, n_batches, roi_arrays, roi_batches
+from biounet.fundus.train_roi import (
+    SCALE_JITTER,
+    load_full,
+    n_batches,
+    roi_arrays,
+    roi_batches,
+)
 from biounet.infer import (
     forward_probs,
     pick_device,
@@ -49,7 +55,12 @@ CROP_FACTORS = (0.8, 1.25, 1.75)
 @dataclass(frozen=True)
 class FundusConfig:
     """Both stages' settings. Sizes are the square sides the networks see; ``roi_scale`` is the crop side
-    relative to the located disc's larger extent (a disc-relative scale, whatever the camera)."""
+    relative to the located disc's larger extent (a disc-relative scale, whatever the camera);
+    ``roi_scale_jitter`` the range of the log-uniform factor on it for training crops (wider: a ROI
+    model that tolerates a locator's disc size further off, or discs of other cameras' look);
+    ``soft_targets`` trains the ROI model on the annotators' agreement maps next to the masks
+    (``<root>/softmaps/<label>/``, see ``train_roi.soft_map_path``) instead of the binary masks;
+    its validation (the best epoch) stays on the binary masks."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -58,6 +69,7 @@ class FundusConfig:
     locator_epochs: int = 40
     roi_size: int = 256
     roi_scale: float = 2.0
+    roi_scale_jitter: tuple[float, float] = SCALE_JITTER
     roi_preset: str = "small"
     roi_epochs: int = 120
     batch_size: int = 8
@@ -70,6 +82,7 @@ class FundusConfig:
     roi_minutes: float = 0.0
     train_split: str = "train"
     camera_augment: bool = False
+    soft_targets: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,14 +115,19 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     return loc, roi
 
 
-def fit_fundus(fc: FundusConfig, out_dir: Path) -> Path:
-    """Train locator then ROI model; returns the path of the bundled ``fundus.pt``."""
+def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> Path:
+    """Train locator then ROI model; returns the path of the bundled ``fundus.pt``.
+    ``reuse_locator``: keep an ``out_dir/locator/best.pt`` already there (a run whose ROI stage
+    stopped, or ROI-model variants sharing one locator) instead of training it again."""
     resolve_precision(fc.precision, pick_device())  # fp16 on a CPU: refused before any folder
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loc_cfg, roi_cfg = stage_configs(fc)
     t0 = time.perf_counter()
-    fit(loc_cfg, out_dir / "locator")
+    if reuse_locator and (out_dir / "locator" / "best.pt").is_file():
+        log.info("%s: reusing the trained locator", out_dir / "locator" / "best.pt")
+    else:
+        fit(loc_cfg, out_dir / "locator")
     t_loc = time.perf_counter() - t0
     gen = seed_everything(fc.seed)
     tr, val, labels = split_samples(roi_cfg)
@@ -117,12 +135,14 @@ def fit_fundus(fc: FundusConfig, out_dir: Path) -> Path:
     roi_cfg = with_data_facts(roi_cfg, labels, channels)
     (out_dir / "roi").mkdir(exist_ok=True)
     roi_cfg.save_yaml(out_dir / "roi" / "config.yaml")
-    full_tr = load_full(tr, labels, channels, fc.roi_scale)
+    full_tr = load_full(
+        tr, labels, channels, fc.roi_scale, max_scale=fc.roi_scale_jitter[1], soft=fc.soft_targets
+    )
     full_val = load_full(val, labels, channels, fc.roi_scale)
     prep = {**preprocess_spec(fc.roi_size, channels), "roi_scale": fc.roi_scale}
     train_loop(
         roi_cfg,
-        lambda: roi_batches(full_tr, roi_cfg, gen),
+        lambda: roi_batches(full_tr, roi_cfg, gen, scale=fc.roi_scale_jitter),
         n_batches(full_tr, fc.batch_size),
         roi_arrays(full_val, fc.roi_size),
         out_dir / "roi",
