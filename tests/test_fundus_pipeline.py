@@ -332,3 +332,22 @@ def test_soft_targets_read_the_agreement_maps_and_name_a_missing_one(tmp_path) -
     (tmp_path / "softmaps/cup/a.png").unlink()
     with pytest.raises(BiounetError, match=r"softmaps/cup/a.png: soft targets need"):
         load_full([s], ("disc", "cup"), 3, 2.0, soft=True)
+
+
+def test_soft_targets_without_agreement_maps_stop_before_training(
+    synthetic_data, tmp_path, capsys
+) -> None:
+    """The CLI names the missing map and trains nothing; --soft-targets is refused where it would
+    be ignored (the plain pipeline, cv)."""
+    from biounet.cli import main
+
+    out = tmp_path / "run"
+    args = ["--data", str(synthetic_data), "--out", str(out), "--soft-targets"]
+    assert main(["train", "--pipeline", "fundus", *args, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "softmaps/disc/synth_" in err and "soft targets need" in err
+    assert "Traceback" not in err and not (out / "locator").exists()
+    assert main(["train", *args]) == 2
+    assert "only with --pipeline fundus" in capsys.readouterr().err
+    assert main(["cv", *args]) == 2
+    assert "--soft-targets are not available" in capsys.readouterr().err

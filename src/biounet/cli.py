@@ -180,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
         "--locator-epochs", type=positive_int, default=40, help="fundus: epochs of the disc locator"
     )
     t.add_argument(
+        "--soft-targets",
+        action="store_true",
+        help="fundus: train the crop model on the annotators' agreement maps "
+        "(DATA/softmaps/<label>/<stem>.png, 0-255 = share of annotators) instead of the masks",
+    )
+    t.add_argument(
         "--roi-scale",
         type=positive_float,
         default=2.0,

@@ -118,6 +118,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.resume:
             raise BiounetError("--resume: not available with --pipeline fundus")
         return train_fundus(a)
+    if a.soft_targets:
+        raise BiounetError("--soft-targets: only with --pipeline fundus (the crop model's targets)")
     if a.resume:
         cfg, out = resume_config(a), a.resume
     elif a.data is None or a.out is None:
@@ -158,6 +160,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         roi_scale=a.roi_scale,
         roi_minutes=a.max_minutes or 0.0,
         camera_augment=a.camera_augment,
+        soft_targets=a.soft_targets,
     )
     path = fit_fundus(fc, a.out)
     print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
@@ -170,9 +173,9 @@ def cmd_cv(a: argparse.Namespace) -> int:
 
     if a.out is None or (a.data is None and not a.summarize):
         raise BiounetError("cv needs --out, and --data unless --summarize")
-    if a.resume or a.pipeline != "plain":
+    if a.resume or a.pipeline != "plain" or a.soft_targets:
         raise BiounetError(
-            "cv: --resume and --pipeline fundus are not available (run the same cv command again: "
+            "cv: --resume, --pipeline fundus and --soft-targets are not available (run the same cv command again: "
             "done folds are skipped and an interrupted one resumes)"
         )
     if a.summarize and a.fold is not None:

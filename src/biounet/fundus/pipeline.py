@@ -24,6 +24,7 @@ from biounet.data.io import read_image
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_roi
 from biounet.fundus.train_roi import (
     SCALE_JITTER,
+    check_soft_maps,
     load_full,
     n_batches,
     roi_arrays,
@@ -123,6 +124,9 @@ def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loc_cfg, roi_cfg = stage_configs(fc)
+    if fc.soft_targets:  # a missing agreement map stops the run before any training
+        tr, _, labels = split_samples(roi_cfg)
+        check_soft_maps(tr, labels)
     t0 = time.perf_counter()
     if reuse_locator and (out_dir / "locator" / "best.pt").is_file():
         log.info("%s: reusing the trained locator", out_dir / "locator" / "best.pt")

@@ -61,16 +61,25 @@ def soft_map_path(mask: Path, label: str) -> Path:
     return mask.parent.parent.parent / "softmaps" / label / mask.name
 
 
+def check_soft_maps(samples: list[Sample], labels: tuple[str, ...]) -> None:
+    """Raise, naming the first missing file, unless every sample has an agreement map per label
+    (checked before any training starts)."""
+    for s in samples:
+        for lb in labels:
+            path = soft_map_path(s.masks[lb], lb)
+            if not path.is_file():
+                raise BiounetError(
+                    f"{path}: soft targets need an agreement map for every mask; not found"
+                )
+
+
 def read_soft_maps(sample: Sample, labels: tuple[str, ...], hw: tuple[int, int]) -> np.ndarray:
     """(L, H, W) uint8 0..255 agreement maps of ``sample`` (see ``soft_map_path``); a missing map or a
     size mismatch names the file."""
     out = np.zeros((len(labels), *hw), dtype=np.uint8)
     for i, lb in enumerate(labels):
         path = soft_map_path(sample.masks[lb], lb)
-        if not path.is_file():
-            raise BiounetError(
-                f"{path}: soft targets need an agreement map for every mask; not found"
-            )
+        check_soft_maps([sample], (lb,))
         m = read_image(path)
         if m.shape[:2] != hw or m.shape[2] != 1:
             raise BiounetError(
