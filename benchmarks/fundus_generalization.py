@@ -188,6 +188,27 @@ def crop_inputs(ck: Path, root: Path, stems: list[str], shares: list[float]) -> 
     return out
 
 
+def merged_with_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run of some of the RUNS (``--runs``) keeps the other runs' results already in ``path``
+    (each run's commit is in ``run_commits``); the runs of this call replace theirs."""
+    if not path.is_file():
+        return result | {"run_commits": {k: result["commit"] for k in result["train_time_s"]}}
+    old = json.loads(path.read_text())
+    done = set(result["train_time_s"])
+    commits = old.get("run_commits") or {k: old.get("commit") for k in old.get("train_time_s", {})}
+    merged = dict(result)
+    merged["runs"] = {
+        **{k: v for k, v in old.get("runs", {}).items() if k.rsplit("_to_", 1)[0] not in done},
+        **result["runs"],
+    }
+    merged["train_time_s"] = {**old.get("train_time_s", {}), **result["train_time_s"]}
+    merged["run_commits"] = {**commits, **{k: result["commit"] for k in done}}
+    for key in ("both_chosen_by_validation", "crops_refuge_test"):
+        if merged[key] is None:
+            merged[key] = old.get(key)
+    return merged
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
@@ -248,6 +269,7 @@ def main() -> None:
     }
     name = "fundus_generalization_quick" if args.quick else "fundus_generalization"
     out = args.work if args.quick else RESULTS
+    result = merged_with_previous(result, out / f"{name}.json")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, out / f"{name}.md")
     print((out / f"{name}.md").read_text())

@@ -31,6 +31,17 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s"
         + (" (--quick: tiny budgets, numbers meaningless)" if result.get("quick") else ""),
         "",
+        *(
+            [f"Runs trained and scored at other commits: {older}.", ""]
+            if (
+                older := ", ".join(
+                    f"{k} `{c}`"
+                    for k, c in result.get("run_commits", {}).items()
+                    if c != result["commit"]
+                )
+            )
+            else []
+        ),
         "Train -> test. Per-image means; vCDR MAE against the experts' mean (Drishti-GS1) or the "
         "ground-truth masks (REFUGE); bias = predicted - true vCDR; spec/sens for the rule "
         "'vCDR >= 0.6 means refer' (REFUGE test labels; Drishti-GS1 has none here).",

@@ -66,3 +66,34 @@ def test_markdown_has_a_row_per_run_and_dashes_for_missing_labels(tmp_path: Path
     text = (tmp_path / "r.md").read_text()
     assert "| x_to_y | 3 | 0.900 | 0.800 | 0.050 | - |" in text
     assert "no image flagged" in text and "x 10" in text
+
+
+def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Path) -> None:
+    """--runs b on top of results holding a and b: a stays (its commit kept), b is replaced, the
+    crops table of the old call survives a call that computed none."""
+    import json
+
+    old = {
+        "commit": "old",
+        "runs": {"a_to_x": {"v": 1}, "b_to_x": {"v": 2}, "b_to_y": {"v": 3}},
+        "train_time_s": {"a": 1.0, "b": 2.0},
+        "both_chosen_by_validation": {"run": "a"},
+        "crops_refuge_test": {"c": 1},
+    }
+    (tmp_path / "r.json").write_text(json.dumps(old))
+    new = {
+        "commit": "new",
+        "machine": "m",
+        "wall_time_s": 5.0,
+        "runs": {"b_to_x": {"v": 20}, "b_to_y": {"v": 30}},
+        "train_time_s": {"b": 9.0},
+        "both_chosen_by_validation": None,
+        "crops_refuge_test": None,
+    }
+    m = fg.merged_with_previous(new, tmp_path / "r.json")
+    assert m["runs"] == {"a_to_x": {"v": 1}, "b_to_x": {"v": 20}, "b_to_y": {"v": 30}}
+    assert m["train_time_s"] == {"a": 1.0, "b": 9.0}
+    assert m["run_commits"] == {"a": "old", "b": "new"}
+    assert m["crops_refuge_test"] == {"c": 1} and m["both_chosen_by_validation"] == {"run": "a"}
+    first = fg.merged_with_previous(new, tmp_path / "absent.json")
+    assert first["run_commits"] == {"b": "new"} and first["runs"] == new["runs"]
