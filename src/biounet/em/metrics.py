@@ -204,10 +204,18 @@ def em_scores(
         )
     seg_pred = segment(prob_membrane, kind="membrane", threshold=threshold)
     seg_true = segment(true_membrane, kind="membrane", threshold=0.5)
-    out = {
+    return {
         "pixel_error": pixel_error(prob_membrane > threshold, true_membrane > 0.5),
-        "rand_error": rand_error(seg_pred, seg_true),
+        **segmentation_scores(seg_pred, seg_true),
     }
+
+
+def segmentation_scores(seg_pred: np.ndarray, seg_true: np.ndarray) -> dict[str, float]:
+    """The label-map scores of ``em_scores`` for a segmentation made any way (e.g. a watershed):
+    (H, W) int label maps, 0 = border -> {"rand_error", "v_rand", "v_rand_split", "v_rand_merge",
+    "adapted_rand_error", "v_info", "v_info_split", "v_info_merge", "v_rand_thinned",
+    "v_info_thinned"}."""
+    out = {"rand_error": rand_error(seg_pred, seg_true)}
     out.update(v_rand(seg_pred, seg_true))
     out["adapted_rand_error"] = 1.0 - out["v_rand"]
     out.update(v_info(seg_pred, seg_true))
