@@ -118,12 +118,17 @@ def git_commit() -> str:
 
 def update_results(name: str, key: str, value: Any, results: Path = RESULTS) -> dict[str, Any]:
     """Set ``key`` in <results>/<name>.json (default benchmarks/results; other keys kept), with
-    commit and machine."""
+    commit and machine. ``commit`` is that of the latest update; ``commits`` holds each key's (keys
+    written before it existed get the file's previous ``commit``)."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
+    commits = data.setdefault("commits", {})
+    for k in data:
+        if k not in ("commit", "machine", "commits") and k not in commits and data.get("commit"):
+            commits[k] = data["commit"]
     data[key] = value
-    data["commit"] = git_commit()
+    data["commit"] = commits[key] = git_commit()
     data["machine"] = machine()
     path.write_text(json.dumps(data, indent=2, default=float))
     return data

@@ -376,9 +376,15 @@ def report() -> None:
     lines = [
         "# Drishti-GS1 fundus benchmark",
         "",
-        f"commit `{data.get('commit')}`, {data.get('machine')}",
+        f"latest update at commit `{data.get('commit')}`, {data.get('machine')}",
         "",
     ]
+    if data.get("commits"):
+        lines += [
+            "Commit of each section: "
+            + ", ".join(f"{k} `{c[:12]}`" for k, c in sorted(data["commits"].items())),
+            "",
+        ]
     for key in ("test", "test_all_experts"):
         if key in data:
             t = data[key]

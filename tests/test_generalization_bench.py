@@ -97,3 +97,19 @@ def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Pat
     assert m["crops_refuge_test"] == {"c": 1} and m["both_chosen_by_validation"] == {"run": "a"}
     first = fg.merged_with_previous(new, tmp_path / "absent.json")
     assert first["run_commits"] == {"b": "new"} and first["runs"] == new["runs"]
+
+
+def test_update_results_keeps_each_sections_commit(tmp_path: Path, monkeypatch) -> None:
+    """Sections written at different commits keep theirs in ``commits``; one written before
+    ``commits`` existed inherits the file's previous ``commit``."""
+    import json
+
+    common = sys.modules["common"]  # imported by fundus_generalization
+    (tmp_path / "r.json").write_text(json.dumps({"commit": "aaa", "test": {"x": 1}}))
+    monkeypatch.setattr(common, "git_commit", lambda: "bbb")
+    common.update_results("r", "cv", {"y": 2}, results=tmp_path)
+    monkeypatch.setattr(common, "git_commit", lambda: "ccc")
+    d = common.update_results("r", "cv_ablation", {"z": 3}, results=tmp_path)
+    assert d["commit"] == "ccc"
+    assert d["commits"] == {"test": "aaa", "cv": "bbb", "cv_ablation": "ccc"}
+    assert json.loads((tmp_path / "r.json").read_text())["test"] == {"x": 1}
