@@ -284,6 +284,9 @@ def test_train_em_cli_on_a_folder_then_predict(tmp_path: Path, capsys) -> None:
     assert rc == 0 and "V-Rand" in out and "model.pt" in out
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["iterations"] == 2 and len(s["val_stems"]) == 1 and len(s["train_stems"]) == 3
+    # the lowest pixel error over the sweep, at its own threshold: never above the V-Rand one's
+    assert s["pixel_error_at_pixel_threshold"] <= s["val"]["pixel_error"]
+    assert f"at its own threshold {s['pixel_error_threshold']:.2f}" in out
     rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "model.pt"),
                "--out", str(tmp_path / "p"), str(tmp_path / "em" / "images")])  # fmt: skip
     assert rc == 0 and (tmp_path / "p" / "s0_membrane.png").is_file()

@@ -352,9 +352,10 @@ def cmd_train_em(a: argparse.Namespace) -> int:
     print(
         f"{s['iterations']} iterations in {s['train_seconds']:.0f} s; validation slices "
         f"{', '.join(s['val_stems'])}: V-Rand (thinned) {v['v_rand_thinned']:.4f}, "
-        f"V-Info (thinned) {v['v_info_thinned']:.4f}, pixel error {v['pixel_error']:.4f} "
-        f"(membrane threshold {s['membrane_threshold']:.2f}, "
-        f"test-time augmentation {'on' if s['tta'] else 'off'})"
+        f"V-Info (thinned) {v['v_info_thinned']:.4f} (membrane threshold "
+        f"{s['membrane_threshold']:.2f}, test-time augmentation {'on' if s['tta'] else 'off'}); "
+        f"pixel error {s['pixel_error_at_pixel_threshold']:.4f} at its own threshold "
+        f"{s['pixel_error_threshold']:.2f} ({v['pixel_error']:.4f} at the V-Rand one)"
     )
     print(f"checkpoint: {a.out / 'model.pt'} (biounet predict runs it by overlap-tile)")
     return 0

@@ -106,6 +106,8 @@ def fit_em(cfg: EmFitConfig, out_dir: Path) -> dict:
         "train_seconds": rows[-1]["seconds"] if rows else 0.0,
         "membrane_threshold": thr,
         "tta": fit.tta,
+        "pixel_error_threshold": fit.pixel_threshold,
+        "pixel_error_at_pixel_threshold": fit.pixel_error,
         "threshold_sweep_v_rand_thinned": sweep,
         "val": scores,
     }
@@ -118,7 +120,8 @@ class EmFit:
     """What ``train_and_calibrate`` gives: the per-iteration rows of ``train_em``, the membrane
     threshold chosen on the held-out slices, the thinned V-Rand of each threshold tried, the mean
     scores at the chosen one, whether test-time augmentation was chosen, and the threshold with the
-    lowest pixel error on the same predictions (the V-Rand one favours thick borders)."""
+    lowest pixel error on the same predictions (the V-Rand one favours thick borders) with that
+    error."""
 
     rows: list[dict[str, float]]
     threshold: float
@@ -126,6 +129,7 @@ class EmFit:
     scores: dict[str, float]
     tta: bool = False
     pixel_threshold: float = 0.5
+    pixel_error: float = float("nan")  # mean pixel error at pixel_threshold
 
 
 SELECT = "v_rand_thinned"  # the challenge's final metric: picks the threshold and TTA
@@ -150,7 +154,7 @@ def calibrate(
         if best is None or means[thr][SELECT] > best.scores[SELECT]:
             table = {t: m[SELECT] for t, m in means.items()}
             px_thr = best_threshold(means, "pixel_error", lower=True)
-            best = EmFit([], thr, table, means[thr], tta, px_thr)
+            best = EmFit([], thr, table, means[thr], tta, px_thr, means[px_thr]["pixel_error"])
     assert best is not None
     return best
 
