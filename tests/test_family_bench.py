@@ -81,8 +81,8 @@ def test_compare_needs_every_unit_and_a_gain_above_the_spread() -> None:
 
 def isbi_entry(v: list[float]) -> dict[str, Any]:
     return {
-        "v_rand": sum(v) / len(v),
-        "per_slice": {f"{25 + i}": {"v_rand": x} for i, x in enumerate(v)},
+        "v_rand_thinned": sum(v) / len(v),
+        "per_slice": {f"{25 + i}": {"v_rand_thinned": x} for i, x in enumerate(v)},
     }
 
 
@@ -96,7 +96,7 @@ def test_verdict_names_the_winner_and_what_pays_off() -> None:
         "small": {"parameters": 100, "train_img_s": 10.0, "infer_img_s_b1": 40.0},
         "unetpp_small": {"parameters": 150, "train_img_s": 5.0, "infer_img_s_b1": 20.0},
     }
-    v = fs.verdict(drishti, isbi, speed, {"v_rand": 0.85})
+    v = fs.verdict(drishti, isbi, speed, {"v_rand_thinned": 0.85})
     assert "highest mean Dice (disc, cup) unetpp_small" in v
     assert "drishti +0.0725 (every fold: +0.075, +0.070" in v and "-> better" in v
     assert "isbi2012 +0.0000" in v and "-> no clear difference" in v
@@ -105,7 +105,7 @@ def test_verdict_names_the_winner_and_what_pays_off() -> None:
         "Pays off (every unit better and the mean gain above the U-Net's spread): unetpp_small on drishti."
         in v
     )
-    assert "V-Rand 0.8500" in v
+    assert "V-Rand (thinned) 0.8500" in v
     assert "nowhere" in fs.verdict({}, {"small": isbi["small"]}, {})
 
 
@@ -136,7 +136,8 @@ def test_markdown_has_a_row_per_model() -> None:
         "| small | 0.9000 ± 0.100 | 0.7000 ± 0.100 | 0.4500 | 0.3500 | 0.800 / 0.800 | 4 / 5 | 7.5 |"
         in md
     )
-    assert "| small | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.50 | 3 | n/a |" in md
+    assert "| small | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.50 | 3 | n/a |" in md
+    assert "| model | V-Rand thinned | V-Info thinned | V-Rand |" in md
     assert "| paper_valid_small * |" in md and "\\* other protocol" in md
     assert "| small | 1,940,834 | 9.0 | n/a | n/a | n/a | n/a / n/a |" in md
     assert "2-fold cross-validation on 4 training images" in md
