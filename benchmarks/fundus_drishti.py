@@ -142,6 +142,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "soft_targets": {"soft_targets": True},
     "wide_scale_jitter": {"roi_scale_jitter": (0.5, 1.6)},
     "roi_size_320": {"roi_size": 320},  # the disc crop at 320 px instead of 256 (finer cup edges)
+    "roi_epochs_200": {"roi_epochs": 200},  # the crop model trained 200 epochs instead of 120
 }
 
 
