@@ -145,23 +145,27 @@ def compile_rows(a: argparse.Namespace, s: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
-def checkpointing_row(a: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any]:
-    """biounet's classic widths, largest size and batch, training with activation checkpointing."""
+CHECKPOINTING_SCOPES = ("all", "top")
+
+
+def checkpointing_row(a: argparse.Namespace, s: dict[str, Any], scope: str) -> dict[str, Any]:
+    """biounet's classic widths, largest size and batch, training with activation checkpointing of
+    ``scope`` ("all": every block; "top": the three finest levels but the last block)."""
     size, batch = max(s["sizes"]), max(s["batches"])
+    row = {"widths": "classic", "size": size, "batch": batch, "task": "train", "scope": scope}
     if "classic" not in s["widths"]:
-        skipped = {"error": "not run: the classic widths were not selected"}
-        return {
-            "widths": "classic",
-            "size": size,
-            "batch": batch,
-            "task": "train",
-            "biounet": skipped,
-        }
+        return {**row, "biounet": {"error": "not run: the classic widths were not selected"}}
     base = s["widths"]["classic"]
     spec = model_spec(a, s, task="train", impl="biounet", base=base, size=size, batch=batch)
-    r = run_worker({**spec, "checkpointing": True}, a.timeout)
-    log_result(a, f"classic {size} b{batch} train biounet+checkpointing", r)
-    return {"widths": "classic", "size": size, "batch": batch, "task": "train", "biounet": r}
+    r = run_worker({**spec, "checkpointing": scope}, a.timeout)
+    log_result(a, ckpt_label(size, batch, scope), r)
+    return {**row, "biounet": r}
+
+
+def ckpt_label(size: int, batch: int, scope: str) -> str:
+    """The --log label of a checkpointing row (speed_merge.py reads it back)."""
+    suffix = "" if scope == "all" else f"-{scope}"
+    return f"classic {size} b{batch} train biounet+checkpointing{suffix}"
 
 
 def fundus_timings(a: argparse.Namespace, s: dict[str, Any], impls: list[str]) -> dict[str, dict]:
@@ -202,7 +206,9 @@ def add_derived(rows: list[dict], peak: dict[str, float], impls: list[str]) -> N
                 row[f"ratio_vs_{peer}"] = b["img_s"] / p["img_s"]
 
 
-def summarise(rows: list[dict], ckpt: dict, fundus: dict[str, dict], s: dict) -> dict[str, Any]:
+def summarise(
+    rows: list[dict], ckpts: list[dict], fundus: dict[str, dict], s: dict
+) -> dict[str, Any]:
     def ratios(task: str, peer: str) -> list[float]:
         return [
             r[f"ratio_vs_{peer}"] for r in rows if r["task"] == task and f"ratio_vs_{peer}" in r
@@ -224,7 +230,12 @@ def summarise(rows: list[dict], ckpt: dict, fundus: dict[str, dict], s: dict) ->
             out[f"{task}_speedup_vs_{peer}"] = min(v) if v else None  # the smallest over configs
     out["mfu_train"] = big.get("biounet", {}).get("mfu")
     out[f"peak_rss_mb_train_classic_{size}_b{batch}"] = big.get("biounet", {}).get("rss_mb")
-    out[f"peak_rss_mb_train_classic_{size}_b{batch}_checkpointed"] = ckpt["biounet"].get("rss_mb")
+    for ck in ckpts:
+        suffix = "" if ck.get("scope", "all") == "all" else f"_{ck['scope']}"
+        r, plain = ck["biounet"], big.get("biounet", {})
+        out[f"peak_rss_mb_train_classic_{size}_b{batch}_checkpointed{suffix}"] = r.get("rss_mb")
+        if "img_s" in r and "img_s" in plain:  # the time it costs: < 1 is slower
+            out[f"train_speed_checkpointed{suffix}_vs_not"] = r["img_s"] / plain["img_s"]
     for v, r in fundus.items():
         key = "predict_fundus_s" if v == "fast" else f"predict_fundus_{v}_s"
         out[key] = r.get("seconds")
@@ -233,7 +244,7 @@ def summarise(rows: list[dict], ckpt: dict, fundus: dict[str, dict], s: dict) ->
 
 def make_section(
     rows: list[dict],
-    ckpt: dict[str, Any],
+    ckpts: list[dict],
     compiled: list[dict],
     fundus: dict[str, dict],
     peak: dict[str, float],
@@ -241,12 +252,12 @@ def make_section(
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     """One device's results: MFU and ratios added to the rows, the summary, the run's commit."""
-    add_derived([*rows, ckpt, *compiled], peak, impls)
+    add_derived([*rows, *ckpts, *compiled], peak, impls)
     return {
-        "summary": summarise(rows, ckpt, fundus, settings),
+        "summary": summarise(rows, ckpts, fundus, settings),
         "peak": peak,
         "rows": rows,
-        "checkpointing": ckpt,
+        "checkpointing": ckpts,
         "compiled": compiled,
         "fundus": fundus,
         "settings": settings,
@@ -304,12 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     peak = run_worker({"task": "peak", "device": a.device, **s["peak"]}, a.timeout)
     print(f"matmul peak: {peak}", flush=True)
     rows = model_rows(a, s, impls)
-    ckpt = checkpointing_row(a, s)
+    ckpts = [checkpointing_row(a, s, scope) for scope in CHECKPOINTING_SCOPES]
     fundus = fundus_timings(a, s, impls)
     compiled = compile_rows(a, s) if a.compile else []
     section = make_section(
         rows,
-        ckpt,
+        ckpts,
         compiled,
         fundus,
         peak,

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS  # noqa: E402
-from speed import make_section  # noqa: E402
+from speed import CHECKPOINTING_SCOPES, ckpt_label, make_section  # noqa: E402
 from speed_report import markdown  # noqa: E402
 
 IMPLS = ["biounet", "monai", "plain"]
@@ -55,9 +55,19 @@ def section_from_log(
                             missing.append(label)
                     rows.append(row)
     size, batch = max(settings["sizes"]), max(settings["batches"])
-    ck_label = f"classic {size} b{batch} train biounet+checkpointing"
-    ckpt = {"widths": "classic", "size": size, "batch": batch, "task": "train"}
-    ckpt["biounet"] = found.get(ck_label, {"error": "not measured (run cut short)"})
+    ckpts = [
+        {
+            "widths": "classic",
+            "size": size,
+            "batch": batch,
+            "task": "train",
+            "scope": scope,
+            "biounet": found.get(
+                ckpt_label(size, batch, scope), {"error": "not measured (run cut short)"}
+            ),
+        }
+        for scope in CHECKPOINTING_SCOPES
+    ]
     fundus = {
         label.split()[-1]: r for label, r in found.items() if label.startswith("fundus 1024x900")
     }
@@ -67,7 +77,7 @@ def section_from_log(
         if label.endswith("biounet+compile")
     ]
     settings = {**settings, "quick": False, "partial": True, "missing": missing}
-    section = make_section(rows, ckpt, compiled, fundus, peak, IMPLS, settings)
+    section = make_section(rows, ckpts, compiled, fundus, peak, IMPLS, settings)
     return section | {"machine": machine, "device": device}
 
 

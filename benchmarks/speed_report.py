@@ -54,7 +54,9 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
     head += [f"{i} img/s" for i in impls] + [f"biounet/{i}" for i in impls[1:]]
     head += [f"{i} RSS MB" for i in impls] + [f"{i} MFU" for i in impls]
     out += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    extra = [{**sec["checkpointing"], "widths": "classic + checkpointing"}]
+    extra = [
+        {**r, "widths": f"classic + checkpointing {r.get('scope', 'all')}"} for r in ckpt_rows(sec)
+    ]
     extra += [{**r, "widths": f"{r['widths']} + compile"} for r in sec.get("compiled", [])]
     for r in [*sec["rows"], *extra]:
         cells = [r["widths"], str(r["size"]), str(r["batch"]), r["task"]]
@@ -65,7 +67,7 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
         out.append("| " + " | ".join(cells) + " |")
     errors = [
         f"- {r['widths']} {r['size']} b{r['batch']} {r['task']} {i}: {r[i]['error']}"
-        for r in [*sec["rows"], sec["checkpointing"], *sec.get("compiled", [])]
+        for r in [*sec["rows"], *ckpt_rows(sec), *sec.get("compiled", [])]
         for i in impls
         if "error" in r.get(i, {})
     ]
@@ -86,3 +88,9 @@ def markdown(data: dict[str, Any]) -> str:
 if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results/speed.json")
     path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+
+
+def ckpt_rows(sec: dict) -> list[dict]:
+    """The checkpointing rows: a list, or one dict in results written before the scopes."""
+    ck = sec.get("checkpointing") or []
+    return [ck] if isinstance(ck, dict) else ck

@@ -134,8 +134,11 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if spec["task"] == "train":
-        if spec.get("checkpointing"):
+        scope = spec.get("checkpointing") or "off"
+        if scope is True or scope == "all":
             checkpoint_blocks(model)
+        elif scope == "top":  # the finest level's blocks only
+            checkpoint_blocks(model, example=x[:1])
         if spec.get("compile"):
             model.compile()
         model.train()

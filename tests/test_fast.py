@@ -12,8 +12,15 @@ import torch
 from torch import nn
 
 from biounet.checkpoint import load_checkpoint, save_checkpoint
-from biounet.config import ModelConfig
-from biounet.fast import checkpoint_blocks, fold_batchnorm, prepare_for_inference
+from biounet.config import ModelConfig, TrainConfig
+from biounet.errors import BiounetError
+from biounet.fast import (
+    CHECKPOINT_BLOCKS,
+    checkpoint_blocks,
+    finest_blocks,
+    fold_batchnorm,
+    prepare_for_inference,
+)
 from biounet.infer import autocast, preprocess_spec
 from biounet.models import build_model
 from biounet.predictor import ModelPredictor
@@ -114,3 +121,42 @@ def test_checkpoint_blocks_gives_the_same_gradients_and_state_dict_keys() -> Non
         for p in twin.downs[0].parameters():
             p.mul_(-1)
         assert not torch.allclose(twin(x), ckpt.eval()(x))
+
+
+def block_names(model: nn.Module, ids: set[int]) -> list[str]:
+    return [name for name, m in model.named_modules() if id(m) in ids]
+
+
+def test_top_scope_picks_the_three_finest_levels_but_the_last_block() -> None:
+    # depth 4 at 64 px: inc 64, downs 32/16/8/4, ups 8/16/32/64 rows; the finest three levels are
+    # outputs taller than 64 / 8 = 8 rows, and ups.3 runs last.
+    model = build_model(ModelConfig(base_width=4, depth=4)).train()
+    ids = finest_blocks(model, CHECKPOINT_BLOCKS, torch.zeros(1, 3, 64, 64))
+    assert block_names(model, ids) == ["inc", "downs.0", "downs.1", "ups.1", "ups.2"]
+    assert model.training  # the dry forward leaves the mode as it was
+    only_finest = finest_blocks(model, CHECKPOINT_BLOCKS, torch.zeros(1, 3, 64, 64), levels=1)
+    assert block_names(model, only_finest) == ["inc"]
+
+
+def test_top_scope_gives_the_same_gradients_and_leaves_batch_norm_statistics() -> None:
+    model = model_with_real_bn(ModelConfig(base_width=4, depth=3)).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    top = checkpoint_blocks(copy.deepcopy(model), example=torch.zeros(1, 3, 32, 32))
+    for k, v in top.state_dict().items():  # the dry forward ran in eval mode
+        if "running" in k:
+            torch.testing.assert_close(v, stats[k], rtol=0, atol=0, msg=k)
+    patched = [n for n, m in top.named_modules() if "forward" in vars(m)]
+    assert patched == ["inc", "downs.0", "downs.1", "ups.0", "ups.1"]  # not ups.2, the last
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    for m in (model, top):
+        m(x).square().mean().backward()
+    for (name, a), b in zip(model.named_parameters(), top.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_checkpointing_scope_in_the_config() -> None:
+    assert TrainConfig(activation_checkpointing=True).activation_checkpointing == "all"
+    assert TrainConfig(activation_checkpointing=False).activation_checkpointing == "off"
+    assert TrainConfig(activation_checkpointing="top").activation_checkpointing == "top"
+    with pytest.raises(BiounetError, match="'off', 'top' or 'all', got 'some'"):
+        TrainConfig(activation_checkpointing="some")

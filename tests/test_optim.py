@@ -109,5 +109,13 @@ def test_speed_options_reach_the_run_config(synthetic_data: Path, tmp_path: Path
     args += ["--image-size", "64", "--precision", "fp32", "--adam", "foreach", "--no-channels-last"]
     assert main([*args, "--checkpointing"]) == 0
     t = RunConfig.load_yaml(out / "config.yaml").train
-    assert (t.adam_impl, t.channels_last, t.activation_checkpointing) == ("foreach", False, True)
+    assert (t.adam_impl, t.channels_last, t.activation_checkpointing) == ("foreach", False, "all")
     assert (out / "best.pt").is_file()  # a checkpointed model trains, validates and saves
+
+
+def test_top_checkpointing_trains_from_the_cli(synthetic_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    args = ["-q", "train", "--data", str(synthetic_data), "--out", str(out), "--epochs", "1"]
+    assert main([*args, "--image-size", "64", "--checkpointing", "top"]) == 0
+    assert RunConfig.load_yaml(out / "config.yaml").train.activation_checkpointing == "top"
+    assert (out / "best.pt").is_file()

@@ -211,8 +211,13 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--checkpointing",
-        action="store_true",
-        help="activation checkpointing: recompute blocks in backward (less memory, more compute)",
+        nargs="?",
+        choices=["off", "top", "all"],
+        const="all",
+        default="off",
+        help="activation checkpointing: recompute blocks in backward (less memory, more compute); "
+        "'top': the three finest levels only, most of the saving for half the cost "
+        "(default off; the flag alone means all)",
     )
     t.set_defaults(func=cmd_train)
 

@@ -82,7 +82,10 @@ CHECKPOINT_BLOCKS: tuple[type[nn.Module], ...] = (Down, Up, DoubleConv)
 
 
 def checkpoint_blocks(
-    model: nn.Module, blocks: tuple[type[nn.Module], ...] = CHECKPOINT_BLOCKS
+    model: nn.Module,
+    blocks: tuple[type[nn.Module], ...] = CHECKPOINT_BLOCKS,
+    example: torch.Tensor | None = None,
+    levels: int = 3,
 ) -> nn.Module:
     """Activation checkpointing, in place: each outermost module of a type in ``blocks`` keeps only
     its inputs during the forward pass and recomputes its inside during backward. Returns ``model``.
@@ -91,14 +94,64 @@ def checkpoint_blocks(
     activations, for about one more forward pass of compute. The forward is replaced on the
     instances only, so ``state_dict`` keys (and checkpoints) are unchanged. Batch-norm running
     statistics are updated again by the recomputation (one extra momentum step per training step).
+
+    With ``example`` (an input batch, e.g. (1, C, H, W) at the training size) only the blocks of
+    the ``levels`` finest levels are checkpointed (``finest_blocks``). In a U-Net every level costs
+    about the same compute, while the finer a level the more activations it holds, so this saves
+    most of the memory for a fraction of the recomputation ("top" scope of
+    ``TrainConfig.activation_checkpointing``; measured in ``benchmarks/speed.py``).
     """
-    for child in model.children():
-        if isinstance(child, blocks):
-            # A bound method (not a closure) so that deepcopy rebinds it to the copy.
-            child.forward = types.MethodType(_checkpointed_forward, child)
-        else:
-            checkpoint_blocks(child, blocks)
+    chosen = None if example is None else finest_blocks(model, blocks, example, levels)
+    _checkpoint(model, blocks, chosen)
     return model
+
+
+def _checkpoint(
+    module: nn.Module, blocks: tuple[type[nn.Module], ...], chosen: set[int] | None
+) -> None:
+    for child in module.children():
+        if isinstance(child, blocks):
+            if chosen is None or id(child) in chosen:
+                # A bound method (not a closure) so that deepcopy rebinds it to the copy.
+                child.forward = types.MethodType(_checkpointed_forward, child)
+        else:
+            _checkpoint(child, blocks, chosen)
+
+
+def outermost_blocks(module: nn.Module, blocks: tuple[type[nn.Module], ...]) -> list[nn.Module]:
+    """The modules of a type in ``blocks`` that are not inside another such module."""
+    out = []
+    for child in module.children():
+        out.extend([child] if isinstance(child, blocks) else outermost_blocks(child, blocks))
+    return out
+
+
+def finest_blocks(
+    model: nn.Module, blocks: tuple[type[nn.Module], ...], example: torch.Tensor, levels: int = 3
+) -> set[int]:
+    """``id`` of each outermost block whose output is more than 1 / 2**``levels`` of the largest
+    output's height in a forward of ``example`` (no gradients, eval mode: batch-norm statistics
+    untouched), except the block that runs last. Backward starts with that one while every other
+    activation is still stored, so recomputing it would cost compute and save no peak memory.
+    """
+    heights: dict[int, int] = {}
+    hooks = [
+        b.register_forward_hook(lambda m, _i, o: heights.__setitem__(id(m), o.shape[-2]))
+        for b in outermost_blocks(model, blocks)
+    ]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if not heights:
+        return set()
+    top = max(heights.values())
+    last = list(heights)[-1]  # dicts keep insertion order: the order the blocks first ran
+    return {k for k, h in heights.items() if 2**levels * h > top and k != last}
 
 
 def _checkpointed_forward(self: nn.Module, *args: torch.Tensor) -> torch.Tensor:

@@ -237,8 +237,12 @@ def train_loop(
     device = run_device(dist)
     precision = resolve_precision(cfg.train.precision, device)
     model = build_model(cfg.model).to(device)
-    if cfg.train.activation_checkpointing:
+    if cfg.train.activation_checkpointing == "all":
         checkpoint_blocks(model)
+    elif cfg.train.activation_checkpointing == "top":
+        size = cfg.data.image_size
+        example = torch.zeros(1, cfg.model.in_channels, size, size, device=device)
+        checkpoint_blocks(model, example=example)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # in place: state_dict keys, hence checkpoints, stay the same
