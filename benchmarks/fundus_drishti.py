@@ -66,6 +66,7 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         batch_size=8,
         lr=2e-3,
         seed=args.seed,
+        val_fraction=args.val_fraction,
     )
 
 
@@ -143,6 +144,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "wide_scale_jitter": {"roi_scale_jitter": (0.5, 1.6)},
     "roi_size_320": {"roi_size": 320},  # the disc crop at 320 px instead of 256 (finer cup edges)
     "roi_epochs_200": {"roi_epochs": 200},  # the crop model trained 200 epochs instead of 120
+    # no image held out for the best epoch: both models train on all of the fold's images and the
+    # last epoch is kept (with --roi-epochs 200 --fresh-base cv_ablation_roi_epochs_200)
+    "no_holdout": {"val_fraction": 0.0},
 }
 
 
@@ -155,6 +159,8 @@ def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
     folds = [train[k :: args.folds] for k in range(args.folds)]
     tta, post, ell, variant = chosen(args)
     base, alt, times = [], [], []
+    if args.fresh_base:
+        return stage_ablate_fresh(root, work, args, folds)
     for k, held in enumerate(folds[: args.run_folds or args.folds]):
         base_ck = work / f"cv_run_{k}" / "fundus.pt"
         if not base_ck.is_file():
@@ -197,6 +203,67 @@ def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
             name: pooled(alt),
             "note": "same folds and locators as the cross-validation; the ROI model retrained with "
             "the setting changed; both pipelines scored by this run's code on the held-out images",
+        },
+    )
+
+
+def stage_ablate_fresh(
+    root: Path, work: Path, args: argparse.Namespace, folds: list[list[str]]
+) -> None:
+    """``ABLATIONS[args.ablate]`` as whole pipelines (locator too) trained afresh on the folds,
+    against the pipeline recorded in results[``args.fresh_base``] (its adopted variant) on the same
+    folds: for a setting that changes the locator too, or when the cross-validation's checkpoints
+    are gone. The base is the earlier run's scores, not rescored by this run's code."""
+    name, prev = (
+        args.ablate,
+        json.loads((RESULTS / "fundus_drishti.json").read_text()).get(args.fresh_base),
+    )
+    if not prev:
+        raise SystemExit(f"--fresh-base {args.fresh_base}: not in fundus_drishti.json")
+    base_key = next(
+        k for k in prev if k not in ("setting", "base", "note") and isinstance(prev[k], dict)
+    )
+    n_folds = prev["folds_evaluated"]
+    train = read_splits(root)["train"]
+    tta, post, ell, variant = chosen(args)
+    alt, times = [], []
+    for k, held in enumerate(folds[:n_folds]):
+        rest = [s for s in train if s not in held]
+        view = make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+        run = work / f"ablate_fresh_{name}_run_{k}"
+        if not (run / "fundus.pt").is_file():
+            fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
+            t0 = time.perf_counter()
+            fit_fundus(fc, run)
+            times.append(time.perf_counter() - t0)
+        out = work / f"ablate_fresh_{name}_eval_{k}"
+        if not (out / "summary.json").is_file():
+            evaluate_checkpoint(
+                run / "fundus.pt",
+                view,
+                "test",
+                out,
+                tta=tta,
+                postprocess=post,
+                fit_ellipse=ell,
+                report=False,
+            )
+        alt.append(json.loads((out / "summary.json").read_text()))
+        logging.info("fold %d done", k)
+    update_results(
+        "fundus_drishti",
+        f"cv_ablation_{name}",
+        {
+            "setting": {**ABLATIONS[name], "roi_epochs": args.roi_epochs},
+            "folds_evaluated": len(alt),
+            "images_evaluated": sum(s["n_images"] for s in alt),
+            "variant": variant,
+            "pipeline_train_seconds_this_run": times,
+            "base": prev[base_key],
+            name: pooled(alt),
+            "note": f"whole pipelines (locator and ROI model) trained afresh on the first {n_folds} "
+            f"folds with the setting changed; base = '{base_key}' of {args.fresh_base} on the same "
+            "folds (an earlier run, its own locators)",
         },
     )
 
@@ -477,6 +544,13 @@ def main() -> None:
         required=True,
     )
     ap.add_argument("--ablate", choices=sorted(ABLATIONS), help="with --stage ablate")
+    ap.add_argument(
+        "--fresh-base",
+        metavar="KEY",
+        help="with --stage ablate: train whole pipelines afresh and compare with the adopted "
+        "variant recorded under KEY (e.g. cv_ablation_roi_epochs_200)",
+    )
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="with --stage final")
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
     ap.add_argument("--folds", type=int, default=5)

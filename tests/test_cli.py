@@ -230,3 +230,11 @@ def test_tensorboard_flag_without_the_package_is_a_clean_error(
     err = capsys.readouterr().err
     assert rc == 2 and "--tensorboard" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_no_held_out_images_keeps_the_last_epoch(synthetic_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    assert train(synthetic_data, out, 3, "--val-fraction", "0") == 0
+    assert load_checkpoint(out / "best.pt").extra["epoch"] == 3
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 4  # header + 3 epochs, validated on a training image as a sanity check

@@ -48,7 +48,10 @@ class DataConfig:
     ``image_size``: the square side the network sees (images are padded to a square, then resized).
     ``invert_masks``: labels whose stored masks mark the object with 0 (e.g. ISBI 2012 membranes).
     ``root``: a dataset folder, or a YAML/JSON file listing several (``biounet.data.sources``).
-    ``val_fraction``: share of the training split held out for model selection.
+    ``val_fraction``: share of the training split held out for model selection (the best epoch);
+    0 trains on every image and keeps the last epoch as ``best.pt`` (its validation scores are then
+    on one training image, a sanity check only; a splits.json "val" list is still used for
+    those scores, but the last epoch is kept all the same).
     ``camera_augment``: also colour cast, uneven illumination, blur, noise and JPEG
     (``biounet.data.camera``), for models that must work on other cameras and clinics.
     ``train_stems``: when set, only these stems of the training split are used (cross-validation

@@ -333,8 +333,10 @@ def save_epoch(
     row, labels = state.rows[-1], cfg.data.labels
     write_metrics_csv(out_dir / "metrics.csv", state.rows)
     info = {**(extra or {}), "epoch": state.epoch, "metrics": row, "run_config": cfg.to_dict()}
-    if row["val_dice_mean"] > state.best:
-        state.best = row["val_dice_mean"]
+    # val_fraction 0 holds no image out (its "validation" is a training image): the last epoch
+    # is the model, not the one that best fits that image.
+    if row["val_dice_mean"] > state.best or cfg.data.val_fraction <= 0:
+        state.best = max(state.best, row["val_dice_mean"])
         save_checkpoint(out_dir / "best.pt", model, cfg.model, labels, preprocess, info)
     train_state = capture(state, opt, sched, gen)
     save_checkpoint(
