@@ -4,7 +4,9 @@ article's reproduction. Writes benchmarks/results/fundus_drishti.json and .md.
 
     python benchmarks/fundus_drishti.py --stage cv      # ~5 x the pipeline's training time
     python benchmarks/fundus_drishti.py --stage ablate --ablate soft_targets  # one ROI setting, same folds
-    python benchmarks/fundus_drishti.py --stage final   # also runs --stage ensemble
+    python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
+        --fresh-base cv_ablation_roi_epochs_200  # whole pipelines afresh vs a recorded variant
+    python benchmarks/fundus_drishti.py --stage final --roi-epochs 200  # also runs --stage ensemble
     python benchmarks/fundus_drishti.py --stage ensemble  # the CV folds' pipelines together, on test
     python benchmarks/fundus_drishti.py --stage seed    # the article's recipe, 50 epochs
     python benchmarks/fundus_drishti.py --stage report  # markdown from the JSON
@@ -503,10 +505,10 @@ def report() -> None:
         ab, name = data[key], key.removeprefix("cv_ablation_")
         lines += [
             "",
-            f"## ROI-stage ablation: {name} {ab['setting']} ({ab['folds_evaluated']} folds, "
+            f"## Ablation: {name} {ab['setting']} ({ab['folds_evaluated']} folds, "
             f"{ab['images_evaluated']} held-out training images, {ab['variant']})",
             "",
-            "| ROI model | disc Dice | cup Dice | disc HD95 | cup HD95 | vCDR MAE |",
+            "| pipeline | disc Dice | cup Dice | disc HD95 | cup HD95 | vCDR MAE |",
             "|---|---|---|---|---|---|",
         ]
         for row in ("base", name):
