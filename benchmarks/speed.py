@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         help="model rows in this process: no per-configuration RSS, no process start each "
         "(for a GPU run on a time budget)",
     )
+    ap.add_argument(
+        "--without-monai",
+        action="store_true",
+        help="run without the MONAI peer when it is not installed (its ratios are then missing)",
+    )
     ap.add_argument("--widths", nargs="+", choices=["classic", "small"], help="default: both")
     ap.add_argument("--sizes", nargs="+", type=int, help="default: 256 512")
     ap.add_argument("--batches", nargs="+", type=int, help="default: 1 4")
@@ -310,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     s = settings(a)
     impls = ["biounet", "monai", "plain"]
     if not has_module("monai"):
+        if not (a.quick or a.results_dir or a.without_monai):
+            # the committed results compare against MONAI: do not overwrite them without it
+            raise SystemExit(
+                "speed.py: monai is not installed (pip install -e '.[bench]'); MONAI is the peer "
+                "the summary compares with. Install it, or pass --without-monai (with "
+                "--results-dir to keep benchmarks/results as they are)"
+            )
         print("monai is not installed (pip install 'biounet[bench]'): MONAI peer skipped")
         impls.remove("monai")
     peak = run_worker({"task": "peak", "device": a.device, **s["peak"]}, a.timeout)

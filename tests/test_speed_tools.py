@@ -128,3 +128,10 @@ def test_a_configuration_runs_in_process_and_a_failure_is_a_result() -> None:
     assert "in process" in speed.brief(r)
     bad = speed.run_worker({**spec, "impl": "nope", "warmup": 0, "in_process": True}, timeout=60)
     assert "impl must be biounet, monai or plain" in bad["error"]
+
+
+def test_speed_refuses_to_overwrite_the_results_without_monai(monkeypatch) -> None:
+    monkeypatch.setattr(speed, "has_module", lambda name: name != "monai")
+    monkeypatch.setattr(speed, "run_worker", lambda *a, **k: pytest.fail("measured anyway"))
+    with pytest.raises(SystemExit, match="monai is not installed.*--without-monai"):
+        speed.main([])
