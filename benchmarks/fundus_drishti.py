@@ -89,31 +89,48 @@ def brief(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cv_folds(root: Path, args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
+    """The training stems and the ``args.folds`` folds held out in turn (every folds-th stem)."""
+    train = read_splits(root)["train"]
+    return train, [train[k :: args.folds] for k in range(args.folds)]
+
+
+def fold_view(root: Path, work: Path, train: list[str], held: list[str], k: int) -> Path:
+    """Fold k as a dataset view: the rest of ``train`` to train on, ``held`` as its test split."""
+    rest = [s for s in train if s not in held]
+    return make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+
+
+def scored(
+    ck: Path, view: Path, out: Path, variant: tuple[bool, bool, bool], report: bool = False
+) -> dict[str, Any]:
+    """The summary of ``ck`` on the view's test split with (tta, postprocess, ellipse): read from
+    ``out`` when an earlier run wrote it, so an interrupted stage resumes."""
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    tta, post, ell = variant
+    return evaluate_checkpoint(
+        ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=report
+    )
+
+
 def stage_cv(root: Path, work: Path, args: argparse.Namespace) -> None:
     """Folds whose evaluations already exist in ``work`` are reused, so an interrupted run resumes;
     ``--run-folds N`` stops after N folds and summarises the folds done (the note says how many)."""
-    train = read_splits(root)["train"]
-    folds = [train[k :: args.folds] for k in range(args.folds)]
+    train, folds = cv_folds(root, args)
     per_variant: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in VARIANTS}
     times: list[float] = []
     for k, held in enumerate(folds[: args.run_folds or args.folds]):
-        rest = [s for s in train if s not in held]
-        view = make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+        view = fold_view(root, work, train, held, k)
         ck = work / f"cv_run_{k}" / "fundus.pt"
         if not ck.is_file():
             t0 = time.perf_counter()
             ck = fit_fundus(pipeline_config(view, args), work / f"cv_run_{k}")
             times.append(time.perf_counter() - t0)
         for name, kind, tta, post, ell in VARIANTS:
-            out = work / f"cv_eval_{k}_{name}"
-            if (out / "summary.json").is_file():
-                per_variant[name].append(json.loads((out / "summary.json").read_text()))
-                continue
             path = ck if kind == "pipeline" else ck.parent / "locator" / "best.pt"
-            s = evaluate_checkpoint(
-                path, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell
-            )
-            per_variant[name].append(s)
+            out = work / f"cv_eval_{k}_{name}"
+            per_variant[name].append(scored(path, view, out, (tta, post, ell), report=True))
         logging.info("fold %d done", k)
     n_done = len(per_variant[VARIANTS[0][0]])
     table = {name: pooled(summaries) for name, summaries in per_variant.items()}
@@ -155,21 +172,20 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
     """``ABLATIONS[args.ablate]`` against the cross-validation's pipeline on the folds it trained:
     each fold keeps its locator and retrains the ROI model alone with the setting changed; both are
-    scored now, with the code of this run and the inference variant the cross-validation chose."""
+    scored now, with the code of this run and the inference variant the cross-validation chose.
+    With ``--fresh-base``: ``stage_ablate_fresh``."""
+    if args.fresh_base:
+        return stage_ablate_fresh(root, work, args)
     name = args.ablate
-    train = read_splits(root)["train"]
-    folds = [train[k :: args.folds] for k in range(args.folds)]
+    train, folds = cv_folds(root, args)
     tta, post, ell, variant = chosen(args)
     base, alt, times = [], [], []
-    if args.fresh_base:
-        return stage_ablate_fresh(root, work, args, folds)
     for k, held in enumerate(folds[: args.run_folds or args.folds]):
         base_ck = work / f"cv_run_{k}" / "fundus.pt"
         if not base_ck.is_file():
             logging.info("fold %d: no cross-validation run in %s; stopping", k, work)
             break
-        rest = [s for s in train if s not in held]
-        view = make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+        view = fold_view(root, work, train, held, k)
         run = work / f"ablate_{name}_run_{k}"
         if not (run / "fundus.pt").is_file():
             if not (run / "locator").exists():
@@ -178,94 +194,90 @@ def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             fit_fundus(fc, run, reuse_locator=True)
             times.append(time.perf_counter() - t0)
-        for ck, out, acc in (
-            (base_ck, work / f"ablate_base_eval_{k}", base),
-            (run / "fundus.pt", work / f"ablate_{name}_eval_{k}", alt),
-        ):
-            if not (out / "summary.json").is_file():
-                evaluate_checkpoint(
-                    ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=False
-                )
-            acc.append(json.loads((out / "summary.json").read_text()))
+        base.append(scored(base_ck, view, work / f"ablate_base_eval_{k}", (tta, post, ell)))
+        alt.append(
+            scored(run / "fundus.pt", view, work / f"ablate_{name}_eval_{k}", (tta, post, ell))
+        )
         logging.info("fold %d done", k)
     if not alt:
         raise SystemExit(f"no fold to compare: run --stage cv first (work folder {work})")
-    update_results(
-        "fundus_drishti",
-        f"cv_ablation_{name}",
+    record_ablation(
+        name,
+        ABLATIONS[name],
+        variant,
+        pooled(base),
+        alt,
         {
-            "setting": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in ABLATIONS[name].items()
-            },
-            "folds_evaluated": len(alt),
-            "images_evaluated": sum(s["n_images"] for s in alt),
-            "variant": variant,
             "roi_train_seconds_this_run": times,
-            "base": pooled(base),
-            name: pooled(alt),
             "note": "same folds and locators as the cross-validation; the ROI model retrained with "
             "the setting changed; both pipelines scored by this run's code on the held-out images",
         },
     )
 
 
-def stage_ablate_fresh(
-    root: Path, work: Path, args: argparse.Namespace, folds: list[list[str]]
-) -> None:
+def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None:
     """``ABLATIONS[args.ablate]`` as whole pipelines (locator too) trained afresh on the folds,
-    against the pipeline recorded in results[``args.fresh_base``] (its adopted variant) on the same
-    folds: for a setting that changes the locator too, or when the cross-validation's checkpoints
-    are gone. The base is the earlier run's scores, not rescored by this run's code."""
-    name, prev = (
-        args.ablate,
-        json.loads((RESULTS / "fundus_drishti.json").read_text()).get(args.fresh_base),
-    )
-    if not prev:
-        raise SystemExit(f"--fresh-base {args.fresh_base}: not in fundus_drishti.json")
-    base_key = next(
-        k for k in prev if k not in ("setting", "base", "note") and isinstance(prev[k], dict)
-    )
+    against the adopted variant recorded in results[``args.fresh_base``] on the same folds: for a
+    setting that changes the locator too, or when the cross-validation's checkpoints are gone. The
+    base is the earlier run's scores, not rescored by this run's code."""
+    name = args.ablate
+    prev = json.loads((RESULTS / "fundus_drishti.json").read_text()).get(args.fresh_base)
+    base_key = args.fresh_base.removeprefix("cv_ablation_")
+    if not prev or base_key not in prev:
+        raise SystemExit(f"--fresh-base {args.fresh_base}: no such ablation in fundus_drishti.json")
     n_folds = prev["folds_evaluated"]
-    train = read_splits(root)["train"]
+    train, folds = cv_folds(root, args)
     tta, post, ell, variant = chosen(args)
     alt, times = [], []
     for k, held in enumerate(folds[:n_folds]):
-        rest = [s for s in train if s not in held]
-        view = make_view(root, work / f"cv_view_{k}", {"train": rest, "test": held}, LABELS)
+        view = fold_view(root, work, train, held, k)
         run = work / f"ablate_fresh_{name}_run_{k}"
         if not (run / "fundus.pt").is_file():
             fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
             t0 = time.perf_counter()
             fit_fundus(fc, run)
             times.append(time.perf_counter() - t0)
-        out = work / f"ablate_fresh_{name}_eval_{k}"
-        if not (out / "summary.json").is_file():
-            evaluate_checkpoint(
-                run / "fundus.pt",
-                view,
-                "test",
-                out,
-                tta=tta,
-                postprocess=post,
-                fit_ellipse=ell,
-                report=False,
+        alt.append(
+            scored(
+                run / "fundus.pt", view, work / f"ablate_fresh_{name}_eval_{k}", (tta, post, ell)
             )
-        alt.append(json.loads((out / "summary.json").read_text()))
+        )
         logging.info("fold %d done", k)
+    record_ablation(
+        name,
+        {**ABLATIONS[name], "roi_epochs": args.roi_epochs},
+        variant,
+        prev[base_key],
+        alt,
+        {
+            "pipeline_train_seconds_this_run": times,
+            "note": f"whole pipelines (locator and ROI model) trained afresh on the first {n_folds} "
+            f"folds with the setting changed; base = '{base_key}' of {args.fresh_base} on the same "
+            "folds (an earlier run, its own locators)",
+        },
+    )
+
+
+def record_ablation(
+    name: str,
+    setting: dict[str, Any],
+    variant: str,
+    base: dict[str, float],
+    alt: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> None:
+    """results["cv_ablation_<name>"]: the setting, the base's pooled scores and the variant's."""
     update_results(
         "fundus_drishti",
         f"cv_ablation_{name}",
         {
-            "setting": {**ABLATIONS[name], "roi_epochs": args.roi_epochs},
+            "setting": {k: list(v) if isinstance(v, tuple) else v for k, v in setting.items()},
             "folds_evaluated": len(alt),
             "images_evaluated": sum(s["n_images"] for s in alt),
             "variant": variant,
-            "pipeline_train_seconds_this_run": times,
-            "base": prev[base_key],
+            "base": base,
             name: pooled(alt),
-            "note": f"whole pipelines (locator and ROI model) trained afresh on the first {n_folds} "
-            f"folds with the setting changed; base = '{base_key}' of {args.fresh_base} on the same "
-            "folds (an earlier run, its own locators)",
+            **extra,
         },
     )
 
@@ -552,7 +564,13 @@ def main() -> None:
         help="with --stage ablate: train whole pipelines afresh and compare with the adopted "
         "variant recorded under KEY (e.g. cv_ablation_roi_epochs_200)",
     )
-    ap.add_argument("--val-fraction", type=float, default=0.2, help="with --stage final")
+    ap.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each pipeline's training images held out for the best epoch (0: none, "
+        "the last epoch is kept)",
+    )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
     ap.add_argument("--folds", type=int, default=5)

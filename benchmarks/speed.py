@@ -230,12 +230,13 @@ def summarise(
             out[f"{task}_speedup_vs_{peer}"] = min(v) if v else None  # the smallest over configs
     out["mfu_train"] = big.get("biounet", {}).get("mfu")
     out[f"peak_rss_mb_train_classic_{size}_b{batch}"] = big.get("biounet", {}).get("rss_mb")
+    unchecked = big.get("biounet", {})  # the same training without checkpointing
     for ck in ckpts:
         suffix = "" if ck.get("scope", "all") == "all" else f"_{ck['scope']}"
-        r, plain = ck["biounet"], big.get("biounet", {})
+        r = ck["biounet"]
         out[f"peak_rss_mb_train_classic_{size}_b{batch}_checkpointed{suffix}"] = r.get("rss_mb")
-        if "img_s" in r and "img_s" in plain:  # the time it costs: < 1 is slower
-            out[f"train_speed_checkpointed{suffix}_vs_not"] = r["img_s"] / plain["img_s"]
+        if "img_s" in r and "img_s" in unchecked:  # the time it costs: < 1 is slower
+            out[f"train_speed_checkpointed{suffix}_vs_not"] = r["img_s"] / unchecked["img_s"]
     for v, r in fundus.items():
         key = "predict_fundus_s" if v == "fast" else f"predict_fundus_{v}_s"
         out[key] = r.get("seconds")

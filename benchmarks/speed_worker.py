@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biounet.config import ModelConfig
-from biounet.fast import checkpoint_blocks, prepare_for_inference
+from biounet.fast import apply_checkpointing, prepare_for_inference
 from biounet.infer import autocast, resolve_precision
 from biounet.losses import bce_dice_loss
 from biounet.models import build_model
@@ -134,11 +134,7 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if spec["task"] == "train":
-        scope = spec.get("checkpointing") or "off"
-        if scope is True or scope == "all":
-            checkpoint_blocks(model)
-        elif scope == "top":  # the finest level's blocks only
-            checkpoint_blocks(model, example=x[:1])
+        apply_checkpointing(model, spec.get("checkpointing", "off"), x[:1])
         if spec.get("compile"):
             model.compile()
         model.train()

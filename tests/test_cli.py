@@ -9,11 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from biounet.checkpoint import load_checkpoint
 from biounet.cli import main
-from biounet.config import RunConfig
+from biounet.config import DataConfig, ModelConfig, RunConfig
+from biounet.data.folder import Sample
+from biounet.models import build_model
+from biounet.train import save_epoch
+from biounet.train_data import holds_out
+from biounet.train_state import TrainState
 
 pytestmark = pytest.mark.slow
 
@@ -238,3 +244,25 @@ def test_no_held_out_images_keeps_the_last_epoch(synthetic_data: Path, tmp_path:
     assert load_checkpoint(out / "best.pt").extra["epoch"] == 3
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4  # header + 3 epochs, validated on a training image as a sanity check
+
+
+def test_holds_out_tells_a_split_that_kept_no_image_aside() -> None:
+    a, b = Sample("a", Path("a.png")), Sample("b", Path("b.png"))
+    assert holds_out([a], [b])
+    assert not holds_out([a, b], [a])  # val_fraction 0: the "validation" image is a training one
+
+
+@pytest.mark.parametrize(("keep_last", "best_epoch"), [(False, 1), (True, 2)])
+def test_best_pt_follows_the_score_unless_the_last_epoch_is_kept(
+    tmp_path: Path, keep_last: bool, best_epoch: int
+) -> None:
+    cfg = RunConfig(model=ModelConfig(base_width=4, depth=2), data=DataConfig(labels=("a",)))
+    model = build_model(cfg.model)
+    opt = torch.optim.Adam(model.parameters())
+    state = TrainState()
+    for epoch, score in ((1, 0.9), (2, 0.5)):  # the score falls in epoch 2
+        row = {"epoch": epoch, "train_loss": 1.0, "val_loss": 1.0, "seconds": 1.0}
+        row |= {"val_dice_a": score, "val_dice_mean": score}
+        state = TrainState(epoch, state.best, [*state.rows, row])
+        save_epoch(cfg, model, state, tmp_path, {}, None, opt, None, None, keep_last)
+    assert load_checkpoint(tmp_path / "best.pt").extra["epoch"] == best_epoch

@@ -19,6 +19,7 @@ from biounet.fast import (
     checkpoint_blocks,
     finest_blocks,
     fold_batchnorm,
+    outermost_blocks,
     prepare_for_inference,
 )
 from biounet.infer import autocast, preprocess_spec
@@ -131,10 +132,11 @@ def test_top_scope_picks_the_three_finest_levels_but_the_last_block() -> None:
     # depth 4 at 64 px: inc 64, downs 32/16/8/4, ups 8/16/32/64 rows; the finest three levels are
     # outputs taller than 64 / 8 = 8 rows, and ups.3 runs last.
     model = build_model(ModelConfig(base_width=4, depth=4)).train()
-    ids = finest_blocks(model, CHECKPOINT_BLOCKS, torch.zeros(1, 3, 64, 64))
+    blocks = outermost_blocks(model, CHECKPOINT_BLOCKS)
+    ids = finest_blocks(model, blocks, torch.zeros(1, 3, 64, 64))
     assert block_names(model, ids) == ["inc", "downs.0", "downs.1", "ups.1", "ups.2"]
     assert model.training  # the dry forward leaves the mode as it was
-    only_finest = finest_blocks(model, CHECKPOINT_BLOCKS, torch.zeros(1, 3, 64, 64), levels=1)
+    only_finest = finest_blocks(model, blocks, torch.zeros(1, 3, 64, 64), levels=1)
     assert block_names(model, only_finest) == ["inc"]
 
 

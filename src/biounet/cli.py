@@ -22,6 +22,7 @@ from biounet.cli_commands import (
     cmd_train,
     cmd_train_em,
 )
+from biounet.config import CHECKPOINTING_SCOPES
 from biounet.errors import BiounetError
 
 log = logging.getLogger("biounet")
@@ -212,11 +213,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--checkpointing",
         nargs="?",
-        choices=["off", "top", "all"],
+        choices=CHECKPOINTING_SCOPES,
         const="all",
         default="off",
         help="activation checkpointing: recompute blocks in backward (less memory, more compute); "
-        "'top': the three finest levels only, most of the saving for half the cost "
+        "'top': the three finest levels only, most of the saving for a third of the cost "
         "(default off; the flag alone means all)",
     )
     t.set_defaults(func=cmd_train)

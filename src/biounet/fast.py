@@ -101,21 +101,25 @@ def checkpoint_blocks(
     most of the memory for a fraction of the recomputation ("top" scope of
     ``TrainConfig.activation_checkpointing``; measured in ``benchmarks/speed.py``).
     """
-    chosen = None if example is None else finest_blocks(model, blocks, example, levels)
-    _checkpoint(model, blocks, chosen)
+    targets = outermost_blocks(model, blocks)
+    if example is not None:
+        chosen = finest_blocks(model, targets, example, levels)
+        targets = [b for b in targets if id(b) in chosen]
+    for block in targets:
+        # A bound method (not a closure) so that deepcopy rebinds it to the copy.
+        block.forward = types.MethodType(_checkpointed_forward, block)
     return model
 
 
-def _checkpoint(
-    module: nn.Module, blocks: tuple[type[nn.Module], ...], chosen: set[int] | None
-) -> None:
-    for child in module.children():
-        if isinstance(child, blocks):
-            if chosen is None or id(child) in chosen:
-                # A bound method (not a closure) so that deepcopy rebinds it to the copy.
-                child.forward = types.MethodType(_checkpointed_forward, child)
-        else:
-            _checkpoint(child, blocks, chosen)
+def apply_checkpointing(model: nn.Module, scope: str, example: torch.Tensor) -> nn.Module:
+    """``TrainConfig.activation_checkpointing`` on ``model``, in place: "off" leaves it, "all"
+    checkpoints every block, "top" the finest levels' (``example``: one input batch at the
+    training size, for ``finest_blocks``). Returns ``model``."""
+    if scope == "all":
+        checkpoint_blocks(model)
+    elif scope == "top":
+        checkpoint_blocks(model, example=example)
+    return model
 
 
 def outermost_blocks(module: nn.Module, blocks: tuple[type[nn.Module], ...]) -> list[nn.Module]:
@@ -127,17 +131,18 @@ def outermost_blocks(module: nn.Module, blocks: tuple[type[nn.Module], ...]) -> 
 
 
 def finest_blocks(
-    model: nn.Module, blocks: tuple[type[nn.Module], ...], example: torch.Tensor, levels: int = 3
+    model: nn.Module, blocks: list[nn.Module], example: torch.Tensor, levels: int = 3
 ) -> set[int]:
-    """``id`` of each outermost block whose output is more than 1 / 2**``levels`` of the largest
-    output's height in a forward of ``example`` (no gradients, eval mode: batch-norm statistics
-    untouched), except the block that runs last. Backward starts with that one while every other
-    activation is still stored, so recomputing it would cost compute and save no peak memory.
+    """``id`` of each of ``blocks`` (modules inside ``model``) whose output is more than
+    1 / 2**``levels`` of the largest output's height in a forward of ``example`` (no gradients,
+    eval mode: batch-norm statistics untouched), except the block that runs last. Backward starts
+    with that one while every other activation is still stored, so recomputing it would cost
+    compute and save no peak memory.
     """
     heights: dict[int, int] = {}
     hooks = [
         b.register_forward_hook(lambda m, _i, o: heights.__setitem__(id(m), o.shape[-2]))
-        for b in outermost_blocks(model, blocks)
+        for b in blocks
     ]
     was_training = model.training
     try:

@@ -29,7 +29,7 @@ from biounet.dist import (
     wrap_model,
 )
 from biounet.errors import BiounetError
-from biounet.fast import checkpoint_blocks
+from biounet.fast import apply_checkpointing
 from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
 from biounet.losses import bce_dice_loss
 from biounet.metrics import binary_scores
@@ -166,6 +166,7 @@ def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False
         gen=gen,
         dist=dist,
         resume=resume,
+        keep_last=not data.held_out,
     )
     if dist.is_main:  # report.html: validation images scored by best.pt, curves, config
         from biounet.report import write_run_report
@@ -230,19 +231,18 @@ def train_loop(
     gen: torch.Generator | None = None,
     dist: Dist = SINGLE,
     resume: bool = False,
+    keep_last: bool = False,
 ) -> nn.Module:
-    """Epochs of training and validation; best epoch by mean validation Dice. Writes metrics.csv,
+    """Epochs of training and validation; best epoch by mean validation Dice (``keep_last``: the
+    last epoch, for a run that held no image out; ``train_data.holds_out``). Writes metrics.csv,
     best.pt, last.pt (each epoch) and curves.png into ``out_dir`` (rank 0 only; it alone validates);
     returns the trained model. ``gen``: the data-order generator, saved in last.pt for ``resume``."""
     device = run_device(dist)
     precision = resolve_precision(cfg.train.precision, device)
     model = build_model(cfg.model).to(device)
-    if cfg.train.activation_checkpointing == "all":
-        checkpoint_blocks(model)
-    elif cfg.train.activation_checkpointing == "top":
-        size = cfg.data.image_size
-        example = torch.zeros(1, cfg.model.in_channels, size, size, device=device)
-        checkpoint_blocks(model, example=example)
+    size = cfg.data.image_size
+    example = torch.zeros(1, cfg.model.in_channels, size, size, device=device)
+    apply_checkpointing(model, cfg.train.activation_checkpointing, example)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # in place: state_dict keys, hence checkpoints, stay the same
@@ -287,7 +287,7 @@ def train_loop(
                 "seconds": time.perf_counter() - t0,
             }
             state = TrainState(epoch, state.best, [*state.rows, row], time.perf_counter() - t_start)
-            save_epoch(cfg, model, state, out_dir, preprocess, extra, opt, sched, gen)
+            save_epoch(cfg, model, state, out_dir, preprocess, extra, opt, sched, gen, keep_last)
             stop = bool(cfg.train.max_minutes) and state.elapsed > cfg.train.max_minutes * 60
             if stop:
                 log.info(
@@ -326,16 +326,16 @@ def save_epoch(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler | None,
     gen: torch.Generator | None,
+    keep_last: bool = False,
 ) -> None:
-    """metrics.csv, best.pt (if this epoch is the best) and last.pt; updates ``state.best``.
+    """metrics.csv, best.pt (if this epoch is the best, or every epoch with ``keep_last``) and
+    last.pt; updates ``state.best``.
     last.pt is written last: it is the commit point a resumed run starts from, so a kill between the
     files repeats the epoch rather than skipping a best.pt."""
     row, labels = state.rows[-1], cfg.data.labels
     write_metrics_csv(out_dir / "metrics.csv", state.rows)
     info = {**(extra or {}), "epoch": state.epoch, "metrics": row, "run_config": cfg.to_dict()}
-    # val_fraction 0 holds no image out (its "validation" is a training image): the last epoch
-    # is the model, not the one that best fits that image.
-    if row["val_dice_mean"] > state.best or cfg.data.val_fraction <= 0:
+    if row["val_dice_mean"] > state.best or keep_last:
         state.best = max(state.best, row["val_dice_mean"])
         save_checkpoint(out_dir / "best.pt", model, cfg.model, labels, preprocess, info)
     train_state = capture(state, opt, sched, gen)

@@ -38,6 +38,7 @@ class Prepared:
     val: ArrayDataset
     labels: tuple[str, ...]
     in_channels: int
+    held_out: bool = True  # False: val is a training image (val_fraction 0, no "val" list)
 
 
 def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
@@ -99,7 +100,13 @@ def prepare_data(cfg: RunConfig) -> Prepared:
     if channels not in (1, 3):
         raise BiounetError(f"in_channels {channels}: biounet trains on grey (1) or RGB (3) images")
     load = lambda ss: load_arrays(ss, labels, cfg.data.image_size, channels, cfg.data.invert_masks)  # noqa: E731
-    return Prepared(load(tr_s), load(val_s), labels, channels)
+    return Prepared(load(tr_s), load(val_s), labels, channels, holds_out(tr_s, val_s))
+
+
+def holds_out(train: list[Sample], val: list[Sample]) -> bool:
+    """Whether ``split_samples`` held images out: with none (val_fraction 0 and no "val" list)
+    its validation set is a training image, and the last epoch, not the best-scoring, is kept."""
+    return not {s.image for s in val} <= {s.image for s in train}
 
 
 def array_batches(

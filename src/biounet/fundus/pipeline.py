@@ -39,7 +39,7 @@ from biounet.infer import (
 )
 from biounet.models import preset
 from biounet.train import fit, seed_everything, train_loop, with_data_facts
-from biounet.train_data import split_samples
+from biounet.train_data import holds_out, split_samples
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> 
         roi_arrays(full_val, fc.roi_size),
         out_dir / "roi",
         prep,
+        keep_last=not holds_out(tr, val),
     )
     settings = {
         **dataclasses.asdict(fc),
