@@ -145,7 +145,7 @@ def compile_rows(a: argparse.Namespace, s: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
-CHECKPOINTING_SCOPES = ("all", "top")
+MEASURED_CKPT_SCOPES = ("all", "top")
 
 
 def checkpointing_row(a: argparse.Namespace, s: dict[str, Any], scope: str) -> dict[str, Any]:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = run_worker({"task": "peak", "device": a.device, **s["peak"]}, a.timeout)
     print(f"matmul peak: {peak}", flush=True)
     rows = model_rows(a, s, impls)
-    ckpts = [checkpointing_row(a, s, scope) for scope in CHECKPOINTING_SCOPES]
+    ckpts = [checkpointing_row(a, s, scope) for scope in MEASURED_CKPT_SCOPES]
     fundus = fundus_timings(a, s, impls)
     compiled = compile_rows(a, s) if a.compile else []
     section = make_section(

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS  # noqa: E402
-from speed import CHECKPOINTING_SCOPES, ckpt_label, make_section  # noqa: E402
+from speed import MEASURED_CKPT_SCOPES, ckpt_label, make_section  # noqa: E402
 from speed_report import markdown  # noqa: E402
 
 IMPLS = ["biounet", "monai", "plain"]
@@ -66,7 +66,7 @@ def section_from_log(
                 ckpt_label(size, batch, scope), {"error": "not measured (run cut short)"}
             ),
         }
-        for scope in CHECKPOINTING_SCOPES
+        for scope in MEASURED_CKPT_SCOPES
     ]
     fundus = {
         label.split()[-1]: r for label, r in found.items() if label.startswith("fundus 1024x900")
