@@ -51,6 +51,7 @@ class Run(NamedTuple):
     roi_draws_x: int  # x --roi-draws
     locator_draws_x: int  # x --locator-draws
     scale_jitter: tuple[float, float] = SCALE_JITTER  # ROI crops' side factor range (training)
+    val_fraction: float = 0.2  # training images held out per dataset; 0: none, last epoch kept
 
 
 RUNS = {
@@ -63,6 +64,9 @@ RUNS = {
     "both_xl": Run(("drishti", "refuge"), True, 5, 3),
     "refuge_xl": Run(("refuge",), True, 5, 3),
     "refuge_wide": Run(("refuge",), True, 1, 1, (0.5, 1.6)),
+    # both_xl without a hold-out, as the Drishti-GS1 cross-validation chose (fundus_drishti.py
+    # ablation no_holdout: every training image used, the last epoch kept)
+    "both_all": Run(("drishti", "refuge"), True, 5, 3, val_fraction=0.0),
 }
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
@@ -75,13 +79,13 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
     run = RUNS[name]
     sources = run.sources
     if len(sources) == 1:
-        data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]])
+        data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]], run.val_fraction)
     else:
         spec = work / f"{name}.yaml"
         spec.write_text(
             "datasets:\n" + "".join(f"  - root: {roots[s]}\n    weight: 1\n" for s in sources)
         )
-        data, n_train = str(spec), sum(n_training(roots[s]) for s in sources)
+        data, n_train = str(spec), sum(n_training(roots[s], run.val_fraction) for s in sources)
     fc = FundusConfig(
         data_root=data,
         labels=LABELS,
@@ -90,6 +94,7 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
         seed=args.seed,
         camera_augment=run.camera_augment,
         roi_scale_jitter=run.scale_jitter,
+        val_fraction=run.val_fraction,
     )
     t0 = time.perf_counter()
     ck = fit_fundus(fc, out)
@@ -103,10 +108,10 @@ def val_dice(run: Path) -> float:
     return max(float(r["val_dice_mean"]) for r in rows)
 
 
-def n_training(root: Path) -> int:
-    """Training images after the 20 % validation hold-out."""
+def n_training(root: Path, val_fraction: float) -> int:
+    """Training images after the validation hold-out (``val_fraction`` of them, at least one)."""
     n = len(read_splits(root)["train"])
-    return n - max(1, round(n * 0.2))
+    return n - (max(1, round(n * val_fraction)) if val_fraction > 0 else 0)
 
 
 def evaluate_run(ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None) -> dict:
@@ -243,8 +248,10 @@ def main() -> None:
             logging.info("evaluating %s on %s", name, test)
             runs[f"{name}_to_{test}"] = evaluate_run(ck, test, root, args.work, labels_csv)
     crops, chosen = None, None
-    mixed = [r for r in args.runs.split(",") if r.startswith("both")]
-    if mixed:  # the two-dataset variant with the best validation Dice (training splits only)
+    # the two-dataset variant with the best validation Dice (training splits only; a run without a
+    # hold-out has no validation score)
+    mixed = [r for r in args.runs.split(",") if r.startswith("both") and RUNS[r].val_fraction > 0]
+    if mixed:
         val = {r: val_dice(args.work / r) for r in mixed}
         chosen = {"run": max(val, key=lambda r: val[r]), "val_dice_mean": val}
         stems = read_splits(roots["refuge"])["test"][: args.crop_images]
@@ -260,7 +267,8 @@ def main() -> None:
             "roi_draws": args.roi_draws,
             "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
             "runs": {k: r._asdict() for k, r in RUNS.items()},
-            "validation": "20 % of each training split (per dataset), best epoch by val Dice",
+            "validation": "val_fraction of each training split (per dataset; 0.2 unless the run's"
+            " settings say otherwise), best epoch by val Dice; with 0, none held out, last epoch",
         },
         "train_time_s": train_s,
         "runs": runs,

@@ -72,6 +72,20 @@ def test_split_holds_out_validation_per_source_and_weights_per_image(two_sets: P
     assert w["a"] * 8 == pytest.approx(1.0) and w["b"] * 4 == pytest.approx(3.0)
 
 
+def test_no_holdout_over_a_dataset_list_trains_on_every_image(two_sets: Path) -> None:
+    """val_fraction 0 with several sources: all 15 images train; no stem counts as duplicated
+    because each source's stand-in validation image is one of its own training images."""
+    from biounet.train_data import holds_out
+
+    cfg = RunConfig(
+        data=DataConfig(root=str(two_sets / "both.yaml"), val_fraction=0.0),
+        train=TrainConfig(seed=0),
+    )
+    tr, val, _ = split_samples(cfg)
+    assert Counter(s.stem[0] for s in tr) == {"a": 10, "b": 5}
+    assert {s.image for s in val} <= {s.image for s in tr} and not holds_out(tr, val)
+
+
 def test_a_stem_in_two_sources_is_an_error(two_sets: Path) -> None:
     p = two_sets / "twice.yaml"
     p.write_text("datasets:\n  - a\n  - a\n")

@@ -53,11 +53,14 @@ def split_samples(cfg: RunConfig) -> tuple[list[Sample], list[Sample], tuple[str
             f"{cfg.data.root}: train_stems (cross-validation) needs one dataset folder"
         )
     tr, val, labels = [], [], cfg.data.labels
+    stems: Counter[str] = Counter()
     for src in read_spec(cfg.data.root):
         t, v, labels = _split_folder(cfg, src.root, src.split, labels)
         tr += [dataclasses.replace(s, weight=src.weight / len(t)) for s in t]
         val += v
-    dups = [st for st, n in Counter(s.stem for s in tr + val).items() if n > 1]
+        # a set per source: with no hold-out its "validation" image is one of its training images
+        stems.update({s.stem for s in t + v})
+    dups = [st for st, n in stems.items() if n > 1]
     if dups:
         raise BiounetError(
             f"{cfg.data.root}: image stems {dups[:5]} occur in several datasets; stems must be unique"
