@@ -18,6 +18,12 @@ COLUMNS = [
 ]
 
 
+def crops_model(result: dict[str, Any]) -> str:
+    """The run the crop table used (older results: the one chosen by validation Dice)."""
+    chosen = (result.get("both_chosen_by_validation") or {}).get("run", "both")
+    return result.get("crops_model") or chosen
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -80,7 +86,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     if result.get("crops_refuge_test"):
         lines += [
             "",
-            f"## Disc-centred crops (model '{(result.get('both_chosen_by_validation') or {}).get('run', 'both')}', "
+            f"## Disc-centred crops (model '{crops_model(result)}', "
             "input kind detected automatically)",
             "",
             "| disc share of crop area | images | recognised as crop | disc Dice | cup Dice |",

@@ -1,0 +1,128 @@
+"""Per-structure probability thresholds for the Drishti-GS1 pipeline, chosen by cross-validation on
+the training images only: each fold's pipeline (trained without its held-out images) predicts its
+held-out photographs once; the disc and cup masks are then cut at every pair of thresholds of the
+grid, cleaned as predict cleans them (one component, holes filled, cup inside the disc, ellipse fit
+as the CV chose), and scored against the >= 2-experts masks. Writes the table into
+benchmarks/results/fundus_drishti.json under "cv_thresholds".
+
+    python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
+        --fresh-base cv_ablation_roi_epochs_200      # trains the fold pipelines (~45 min)
+    python benchmarks/drishti_thresholds.py          # ~3 min: predicts once, sweeps the grid
+
+The disc threshold that places the ROI stays at 0.5 (the pipeline's own): only the final masks'
+cut changes. Data: ../shared/data/drishti_gs1 (or --data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from biounet.checkpoint import load_any  # noqa: E402
+from biounet.data.io import read_image, read_mask  # noqa: E402
+from biounet.evaluate import _expert_cdr  # noqa: E402
+from biounet.fundus.cdr import vertical_cdr  # noqa: E402
+from biounet.fundus.pipeline import FundusPredictor  # noqa: E402
+from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
+from biounet.metrics import binary_scores  # noqa: E402
+from common import SHARED_DATA, require, update_results  # noqa: E402
+from fundus_drishti import cv_folds, fold_view  # noqa: E402
+
+GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def sweep(
+    probs: list[np.ndarray],
+    truths: list[tuple[np.ndarray, np.ndarray]],
+    experts: list[float],
+    ellipse: bool,
+) -> dict[str, dict[str, float]]:
+    """Mean disc / cup Dice and vCDR MAE for each (disc, cup) threshold pair of ``GRID``.
+    probs: (2, H, W) float per image (disc, cup); truths: (disc, cup) bool masks."""
+    out: dict[str, dict[str, float]] = {}
+    for td in GRID:
+        for tc in GRID:
+            d_dice, c_dice, err = [], [], []
+            for p, (d_t, c_t), e in zip(probs, truths, experts, strict=True):
+                disc, cup = clean_disc_cup(p[0] > td, p[1] > tc, fit_ellipse=ellipse)
+                d_dice.append(binary_scores(disc, d_t)["dice"])
+                c_dice.append(binary_scores(cup, c_t)["dice"])
+                v = vertical_cdr(disc, cup)
+                if np.isfinite(v) and np.isfinite(e):
+                    err.append(abs(v - e))
+            out[f"disc{td:.1f}_cup{tc:.1f}"] = {
+                "disc": td,
+                "cup": tc,
+                "disc_dice_mean": float(np.mean(d_dice)),
+                "cup_dice_mean": float(np.mean(c_dice)),
+                "vcdr_mae": float(np.mean(err)),
+            }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
+    ap.add_argument("--runs", default="ablate_fresh_no_holdout_run", help="fold run prefix")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--no-ellipse", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    root = require(args.data)
+    train, folds = cv_folds(root, args)
+    experts = _expert_cdr(root)
+    probs, truths, cdrs, stems = [], [], [], []
+    n_folds = 0
+    for k, held in enumerate(folds):
+        ck = args.work / f"{args.runs}_{k}" / "fundus.pt"
+        if not ck.is_file():
+            break
+        view = fold_view(root, args.work, train, held, k)
+        pred = FundusPredictor(load_any(ck), tta=True, fit_ellipse=not args.no_ellipse)
+        lab = pred.labels
+        for stem in held:
+            img = read_image(next((view / "images").glob(f"{stem}.*")))
+            p = pred.predict(img).prob
+            probs.append(np.stack([p[lab.index("disc")], p[lab.index("cup")]]))
+            truths.append(
+                tuple(read_mask(view / "masks" / lb / f"{stem}.png") > 0 for lb in ("disc", "cup"))
+            )
+            cdrs.append(experts.get(stem, float("nan")))
+            stems.append(stem)
+        n_folds += 1
+        logging.info("fold %d predicted", k)
+    if not probs:
+        raise SystemExit(f"no fold pipelines {args.work}/{args.runs}_K/fundus.pt: train them first")
+    table = sweep(probs, truths, cdrs, not args.no_ellipse)
+    best = max(table.values(), key=lambda r: (r["disc_dice_mean"] + r["cup_dice_mean"]) / 2)
+    base = table["disc0.5_cup0.5"]
+    result: dict[str, Any] = {
+        "folds_evaluated": n_folds,
+        "images": len(stems),
+        "fold_runs": args.runs,
+        "ellipse": not args.no_ellipse,
+        "grid": table,
+        "at_0.5": base,
+        "best_by_mean_dice": best,
+        "note": "out-of-fold probabilities of each fold's pipeline (flip TTA), masks cut at each "
+        "threshold pair and cleaned as predict does; scored against the >= 2-experts masks; "
+        "vCDR MAE against the mean of the 4 experts",
+    }
+    update_results("fundus_drishti", "cv_thresholds", result)
+    print(
+        f"0.5/0.5: disc {base['disc_dice_mean']:.4f} cup {base['cup_dice_mean']:.4f} "
+        f"vCDR {base['vcdr_mae']:.4f}; best {best['disc']}/{best['cup']}: disc "
+        f"{best['disc_dice_mean']:.4f} cup {best['cup_dice_mean']:.4f} vCDR {best['vcdr_mae']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
