@@ -8,6 +8,8 @@ benchmarks/results/fundus_drishti.json under "cv_thresholds".
     python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
         --fresh-base cv_ablation_roi_epochs_200      # trains the fold pipelines (~45 min)
     python benchmarks/drishti_thresholds.py          # ~3 min: predicts once, sweeps the grid
+    python benchmarks/drishti_thresholds.py --train-missing  # first trains the folds not there
+                                                     # (~7 min each), the same recipe
 
 The disc threshold that places the ROI stays at 0.5 (the pipeline's own): only the final masks'
 cut changes. Data: ../shared/data/drishti_gs1 (or --data).
@@ -29,11 +31,11 @@ from biounet.checkpoint import load_any  # noqa: E402
 from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.evaluate import _expert_cdr  # noqa: E402
 from biounet.fundus.cdr import vertical_cdr  # noqa: E402
-from biounet.fundus.pipeline import FundusPredictor  # noqa: E402
+from biounet.fundus.pipeline import FundusPredictor, fit_fundus  # noqa: E402
 from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
-from fundus_drishti import cv_folds, fold_view  # noqa: E402
+from fundus_drishti import cv_folds, fold_view, pipeline_config  # noqa: E402
 
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -74,6 +76,12 @@ def main() -> None:
     ap.add_argument("--runs", default="ablate_fresh_no_holdout_run", help="fold run prefix")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--no-ellipse", action="store_true")
+    ap.add_argument(
+        "--train-missing",
+        action="store_true",
+        help="train the folds whose pipeline is missing: 200 crop-model epochs, 40 locator epochs, "
+        "no image held out (the adopted recipe, as --stage ablate --ablate no_holdout trains them)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = require(args.data)
@@ -83,9 +91,19 @@ def main() -> None:
     n_folds = 0
     for k, held in enumerate(folds):
         ck = args.work / f"{args.runs}_{k}" / "fundus.pt"
+        view = fold_view(root, args.work, train, held, k)
+        if not ck.is_file() and args.train_missing:
+            recipe = argparse.Namespace(
+                locator_epochs=40,
+                roi_epochs=200,
+                roi_size=256,
+                roi_preset="small",
+                seed=0,
+                val_fraction=0.0,
+            )
+            ck = fit_fundus(pipeline_config(view, recipe), ck.parent)
         if not ck.is_file():
             break
-        view = fold_view(root, args.work, train, held, k)
         pred = FundusPredictor(load_any(ck), tta=True, fit_ellipse=not args.no_ellipse)
         lab = pred.labels
         for stem in held:
