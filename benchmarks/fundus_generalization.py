@@ -210,7 +210,7 @@ def merged_with_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
     merged["train_time_s"] = {**old.get("train_time_s", {}), **result["train_time_s"]}
     merged["run_commits"] = {**commits, **{k: result["commit"] for k in done}}
     for key in ("both_chosen_by_validation", "crops_model", "crops_refuge_test"):
-        if merged[key] is None:
+        if merged.get(key) is None:
             merged[key] = old.get(key)
     return merged
 

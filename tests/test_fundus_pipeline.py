@@ -204,6 +204,27 @@ def test_a_crop_is_read_at_the_scale_where_the_disc_reproduces_its_roi() -> None
     assert binary_scores(r.masks["disc"], d)["dice"] > 0.95
 
 
+def test_a_photograph_with_an_implausibly_small_located_disc_is_read_at_a_searched_size() -> None:
+    """The locator finds the disc's centre but a 10-px blob (2.5 % of the side: under MIN_DISC_SPAN);
+    the ROI model, right only near its trained scale, is tried at DISC_SPANS of the side around
+    that centre, and the self-consistent reading (the whole 81-px disc) is kept and flagged."""
+    from biounet.fundus.pipeline import MIN_DISC_SPAN
+
+    d = _disc(400, 400, 200, 210, 40)
+    img = np.repeat((d * 255).astype(np.uint8)[..., None], 3, axis=2)
+    p = _ScaleBoundPredictor(disc_extent=81)
+    p.input_kind = "full"
+    p.locate = lambda img: (Roi(195.0, 205.0, 20.0), [])  # type: ignore[method-assign]
+    assert 20.0 / 2 < MIN_DISC_SPAN * 400
+    r = p.predict(img)
+    assert r.flags == ["disc_size_searched"] and 0.8 <= r.roi.side / 162 <= 1.25
+    assert binary_scores(r.masks["disc"], d)["dice"] > 0.95
+    # a plausible located disc (81 px: 20 %) is read as before, no search
+    p.locate = lambda img: (Roi(200.0, 210.0, 162.0), [])  # type: ignore[method-assign]
+    p.best_reading = lambda *a: pytest.fail("searched a plausible disc")  # type: ignore
+    assert p.predict(img).flags == []
+
+
 def test_a_roi_model_that_oversegments_is_not_followed_but_flagged() -> None:
     img = np.zeros((200, 240, 3), np.uint8)
     # agreeing models: the ROI stays (no noticeable move), nothing flagged
