@@ -215,7 +215,8 @@ def test_a_photograph_with_an_implausibly_small_located_disc_is_read_at_a_search
     p = _ScaleBoundPredictor(disc_extent=81)
     p.input_kind = "full"
     p.locate = lambda img: (Roi(195.0, 205.0, 20.0), [])  # type: ignore[method-assign]
-    assert 20.0 / 2 < MIN_DISC_SPAN * 400
+    located_span = 20.0 / 2 / 400  # ROI side / roi_scale / image side
+    assert located_span < MIN_DISC_SPAN
     r = p.predict(img)
     assert r.flags == ["disc_size_searched"] and 0.8 <= r.roi.side / 162 <= 1.25
     assert binary_scores(r.masks["disc"], d)["dice"] > 0.95
