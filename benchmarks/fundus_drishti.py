@@ -530,6 +530,24 @@ def report() -> None:
                 f"{m['disc_hd95_mean']:.2f} | {m['cup_hd95_mean']:.2f} | {m['vcdr_mae']:.4f} |"
             )
         lines.append(f"\n{ab['note']}")
+    if "cv_thresholds" in data:
+        t = data["cv_thresholds"]
+        lines += [
+            "",
+            f"## Per-structure thresholds ({t['folds_evaluated']} folds, {t['images']} held-out "
+            f"training images, `benchmarks/drishti_thresholds.py`)",
+            "",
+            "| disc / cup threshold | disc Dice | cup Dice | vCDR MAE |",
+            "|---|---|---|---|",
+            *(
+                f"| {m['disc']} / {m['cup']} | {m['disc_dice_mean']:.4f} | "
+                f"{m['cup_dice_mean']:.4f} | {m['vcdr_mae']:.4f} |"
+                for m in t["grid"].values()
+                if m["disc"] == 0.5 or m["cup"] == 0.5
+            ),
+            "",
+            t["note"],
+        ]
     if "seed_reproduction" in data:
         r = data["seed_reproduction"]
         a, h = r["article_numbers"], r["honest_per_image"]
