@@ -375,24 +375,26 @@ def stage_ensemble(root: Path, work: Path, args: argparse.Namespace) -> None:
         root, work / "final_view", {"train": splits["train"], "test": splits["test"]}, LABELS
     )
     tta, post, ell, _ = chosen(args)
-    folds = sorted(work.glob("cv_run_*/fundus.pt"))
+    folds = sorted(work.glob(f"{args.ensemble_runs}_*/fundus.pt"))
     if folds:
-        ens = save_ensemble(folds, work / "cv_ensemble.pt")
+        tag = "" if args.ensemble_runs == "cv_run" else f"_{args.ensemble_runs}"
+        ens = save_ensemble(folds, work / f"cv_ensemble{tag}.pt")
         se = evaluate_checkpoint(
             ens,
             view,
             "test",
-            work / "final_eval_cv_ensemble",
+            work / f"final_eval_cv_ensemble{tag}",
             tta=tta,
             postprocess=post,
             fit_ellipse=ell,
         )
         note = (
-            "the cross-validation fold pipelines (each trained on 40 images) averaged; >= 2 experts"
+            f"the cross-validation fold pipelines {args.ensemble_runs}_K (each trained on 40 "
+            "images) averaged; >= 2 experts"
         )
         update_results(
             "fundus_drishti",
-            "test_cv_ensemble",
+            f"test_cv_ensemble{tag}",
             brief(se)
             | {
                 "members": len(folds),
@@ -498,6 +500,12 @@ def report() -> None:
     for k in ("train_time_s", "predict_s_per_image", "final_settings"):
         if k in data:
             lines.append(f"- {k}: {data[k]}")
+    for k in sorted(k for k in data if k.startswith("test_cv_ensemble")):
+        e = data[k]
+        lines.append(
+            f"- {k}: disc {e['disc']['dice_mean']:.4f}, cup {e['cup']['dice_mean']:.4f}, vCDR MAE "
+            f"{e['vcdr_mae']:.4f}, {e['predict_s_per_image']:.2f} s per image ({e['note']})"
+        )
     if "cv" in data:
         lines += [
             "",
@@ -588,6 +596,12 @@ def main() -> None:
         default=0.2,
         help="share of each pipeline's training images held out for the best epoch (0: none, "
         "the last epoch is kept)",
+    )
+    ap.add_argument(
+        "--ensemble-runs",
+        default="cv_run",
+        help="with --stage ensemble: the fold pipelines WORK/PREFIX_K/fundus.pt to average "
+        "(cv_run: --stage cv's; ablate_fresh_no_holdout_run: the adopted recipe's)",
     )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
