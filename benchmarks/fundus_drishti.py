@@ -500,7 +500,7 @@ def report() -> None:
     for k in ("train_time_s", "predict_s_per_image", "final_settings"):
         if k in data:
             lines.append(f"- {k}: {data[k]}")
-    for k in sorted(k for k in data if k.startswith("test_cv_ensemble")):
+    for k in sorted(k for k in data if k.startswith(("test_cv_ensemble", "test_seed_ensemble"))):
         e = data[k]
         lines.append(
             f"- {k}: disc {e['disc']['dice_mean']:.4f}, cup {e['cup']['dice_mean']:.4f}, vCDR MAE "
