@@ -8,8 +8,8 @@ the same on the 51 test images. Writes into benchmarks/results/fundus_drishti.js
     python benchmarks/drishti_seeds.py --folds-run 3  # seed-1 fold pipelines, both scored
     python benchmarks/drishti_seeds.py --final        # also: seed-1 final pipeline, test
 
-Seed 0's pipelines are the ones fundus_drishti.py trained (WORK/ablate_fresh_no_holdout_run_K,
-WORK/final_run); the adopted recipe: 40 locator epochs, 200 crop-model epochs, no hold-out.
+Seed 0's pipelines and their held-out scores are the ones fundus_drishti.py made (its
+``fresh_dir`` folders of the adopted recipe, ``ADOPTED``, and WORK/final_run).
 """
 
 from __future__ import annotations
@@ -27,20 +27,19 @@ from biounet.data.folder import read_splits  # noqa: E402
 from biounet.fundus.pipeline import fit_fundus, save_ensemble  # noqa: E402
 from common import SHARED_DATA, make_view, require, update_results  # noqa: E402
 from fundus_drishti import (  # noqa: E402
+    ADOPTED,
+    ADOPTED_ABLATION,
     LABELS,
     brief,
     chosen,
     cv_folds,
     fold_view,
+    fresh_dir,
     pipeline_config,
     pooled,
     record_ablation,
     scored,
     time_predict,
-)
-
-RECIPE = argparse.Namespace(
-    locator_epochs=40, roi_epochs=200, roi_size=256, roi_preset="small", seed=0, val_fraction=0.0
 )
 
 
@@ -49,7 +48,7 @@ def train_seed(view: Path, out: Path, seed: int) -> tuple[Path, float]:
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt", 0.0
     t0 = time.perf_counter()
-    ck = fit_fundus(dataclasses.replace(pipeline_config(view, RECIPE), seed=seed), out)
+    ck = fit_fundus(dataclasses.replace(pipeline_config(view, ADOPTED), seed=seed), out)
     return ck, time.perf_counter() - t0
 
 
@@ -69,20 +68,23 @@ def main() -> None:
     base, alt, times = [], [], []
     for k, held in enumerate(folds[: args.folds_run]):
         view = fold_view(root, work, train, held, k)
-        ck0 = work / f"ablate_fresh_no_holdout_run_{k}" / "fundus.pt"
+        ck0 = fresh_dir(work, ADOPTED_ABLATION, k) / "fundus.pt"
         if not ck0.is_file():
             raise SystemExit(f"{ck0}: train the seed-0 fold pipelines first (see --help)")
         ck1, secs = train_seed(view, work / f"seed{args.seed}_run_{k}", args.seed)
         times.append(secs)
         ens = save_ensemble([ck0, ck1], work / f"seed_ensemble_{k}.pt")
-        base.append(scored(ck0, view, work / f"seed_base_eval_{k}", (tta, post, ell)))
+        # seed 0 as the fresh ablation scored it (read back, not evaluated again)
+        base.append(
+            scored(ck0, view, fresh_dir(work, ADOPTED_ABLATION, k, "eval"), (tta, post, ell))
+        )
         alt.append(scored(ens, view, work / f"seed_ensemble_eval_{k}", (tta, post, ell)))
         logging.info("fold %d done", k)
     record_ablation(
         "seed_ensemble",
-        {"members": [0, args.seed], **vars(RECIPE)},
+        {"members": [0, args.seed], **vars(ADOPTED)},
         variant,
-        base_pooled := pooled(base),
+        pooled(base),
         alt,
         {
             "fold_train_seconds_this_run": times,
@@ -91,7 +93,6 @@ def main() -> None:
             f"{len(alt)} folds",
         },
     )
-    logging.info("CV base %s", base_pooled)
     if not args.final:
         return
     splits = read_splits(root)

@@ -6,7 +6,7 @@ as the CV chose), and scored against the >= 2-experts masks. Writes the table in
 benchmarks/results/fundus_drishti.json under "cv_thresholds".
 
     python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
-        --fresh-base cv_ablation_roi_epochs_200      # trains the fold pipelines (~45 min)
+        --fresh-base cv_ablation_roi_epochs_200      # 3 fold pipelines, ~7 min each
     python benchmarks/drishti_thresholds.py          # ~3 min: predicts once, sweeps the grid
     python benchmarks/drishti_thresholds.py --train-missing  # first trains the folds not there
                                                      # (~7 min each), the same recipe
@@ -27,15 +27,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from biounet.checkpoint import load_any  # noqa: E402
 from biounet.data.io import read_image, read_mask  # noqa: E402
-from biounet.evaluate import _expert_cdr  # noqa: E402
+from biounet.evaluate import expert_cdr  # noqa: E402
 from biounet.fundus.cdr import vertical_cdr  # noqa: E402
-from biounet.fundus.pipeline import FundusPredictor, fit_fundus  # noqa: E402
+from biounet.fundus.pipeline import fit_fundus  # noqa: E402
 from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
+from biounet.predictor import make_predictor  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
-from fundus_drishti import cv_folds, fold_view, pipeline_config  # noqa: E402
+from fundus_drishti import (  # noqa: E402
+    ADOPTED,
+    ADOPTED_ABLATION,
+    cv_folds,
+    fold_view,
+    fresh_dir,
+    pipeline_config,
+)
 
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -73,7 +80,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
-    ap.add_argument("--runs", default="ablate_fresh_no_holdout_run", help="fold run prefix")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--no-ellipse", action="store_true")
     ap.add_argument(
@@ -86,25 +92,18 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = require(args.data)
     train, folds = cv_folds(root, args)
-    experts = _expert_cdr(root)
+    experts = expert_cdr(root)
     probs, truths, cdrs, stems = [], [], [], []
     n_folds = 0
     for k, held in enumerate(folds):
-        ck = args.work / f"{args.runs}_{k}" / "fundus.pt"
+        ck = fresh_dir(args.work, ADOPTED_ABLATION, k) / "fundus.pt"
         view = fold_view(root, args.work, train, held, k)
         if not ck.is_file() and args.train_missing:
-            recipe = argparse.Namespace(
-                locator_epochs=40,
-                roi_epochs=200,
-                roi_size=256,
-                roi_preset="small",
-                seed=0,
-                val_fraction=0.0,
-            )
-            ck = fit_fundus(pipeline_config(view, recipe), ck.parent)
+            ck = fit_fundus(pipeline_config(view, ADOPTED), ck.parent)
         if not ck.is_file():
             break
-        pred = FundusPredictor(load_any(ck), tta=True, fit_ellipse=not args.no_ellipse)
+        # predict's own inference path (batch norm folded, bf16 weights), as evaluate scores it
+        pred = make_predictor(ck, tta=True, fit_ellipse=not args.no_ellipse)
         lab = pred.labels
         for stem in held:
             img = read_image(next((view / "images").glob(f"{stem}.*")))
@@ -118,14 +117,16 @@ def main() -> None:
         n_folds += 1
         logging.info("fold %d predicted", k)
     if not probs:
-        raise SystemExit(f"no fold pipelines {args.work}/{args.runs}_K/fundus.pt: train them first")
+        raise SystemExit(
+            f"{fresh_dir(args.work, ADOPTED_ABLATION, 0)}: no fold pipeline (--train-missing)"
+        )
     table = sweep(probs, truths, cdrs, not args.no_ellipse)
     best = max(table.values(), key=lambda r: (r["disc_dice_mean"] + r["cup_dice_mean"]) / 2)
     base = table["disc0.5_cup0.5"]
     result: dict[str, Any] = {
         "folds_evaluated": n_folds,
         "images": len(stems),
-        "fold_runs": args.runs,
+        "fold_runs": f"the adopted recipe's fold pipelines ('{ADOPTED_ABLATION}' trained afresh)",
         "ellipse": not args.no_ellipse,
         "grid": table,
         "at_0.5": base,

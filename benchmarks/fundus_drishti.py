@@ -167,6 +167,19 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # last epoch is kept (with --roi-epochs 200 --fresh-base cv_ablation_roi_epochs_200)
     "no_holdout": {"val_fraction": 0.0},
 }
+# The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 200 crop-model
+# epochs, no image held out. Its fold pipelines are those of --stage ablate --ablate no_holdout
+# --fresh-base cv_ablation_roi_epochs_200 --roi-epochs 200 (``fresh_dir(work, ADOPTED_ABLATION, k)``).
+ADOPTED = argparse.Namespace(
+    locator_epochs=40, roi_epochs=200, roi_size=256, roi_preset="small", seed=0, val_fraction=0.0
+)
+ADOPTED_ABLATION = "no_holdout"
+
+
+def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:
+    """Fold ``k``'s pipeline (kind "run") or its held-out scores ("eval") of ablation ``name``
+    trained afresh (``stage_ablate_fresh``)."""
+    return work / f"ablate_fresh_{name}_{kind}_{k}"
 
 
 def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
@@ -231,16 +244,14 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
     alt, times = [], []
     for k, held in enumerate(folds[:n_folds]):
         view = fold_view(root, work, train, held, k)
-        run = work / f"ablate_fresh_{name}_run_{k}"
+        run = fresh_dir(work, name, k)
         if not (run / "fundus.pt").is_file():
             fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
             t0 = time.perf_counter()
             fit_fundus(fc, run)
             times.append(time.perf_counter() - t0)
         alt.append(
-            scored(
-                run / "fundus.pt", view, work / f"ablate_fresh_{name}_eval_{k}", (tta, post, ell)
-            )
+            scored(run / "fundus.pt", view, fresh_dir(work, name, k, "eval"), (tta, post, ell))
         )
         logging.info("fold %d done", k)
     record_ablation(

@@ -248,7 +248,7 @@ def main() -> None:
         for test, (root, labels_csv) in tests.items():
             logging.info("evaluating %s on %s", name, test)
             runs[f"{name}_to_{test}"] = evaluate_run(ck, test, root, args.work, labels_csv)
-    crops, chosen, crops_model = None, None, None
+    crops, chosen = None, None
     # the two-dataset variant with the best validation Dice (training splits only; a run without a
     # hold-out has no validation score)
     names = args.runs.split(",")

@@ -212,7 +212,7 @@ def vcdr_summary(image_rows: list[dict[str, Any]], root: Path) -> dict[str, Any]
     out: dict[str, Any] = {
         "mae_vs_masks": _mae(pred, np.array([r["vcdr_true_masks"] for r in image_rows]))
     }
-    experts = _expert_cdr(root)
+    experts = expert_cdr(root)
     if experts:
         have = [i for i, r in enumerate(image_rows) if r["stem"] in experts]
         if have:
@@ -233,7 +233,9 @@ def _mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[ok] - b[ok]).mean()) if ok.any() else math.nan
 
 
-def _expert_cdr(root: Path) -> dict[str, float]:
+def expert_cdr(root: Path) -> dict[str, float]:
+    """Per stem, the mean of the experts' vCDR values in ``root``/meta/cdr_values.csv (columns
+    value_1..value_N); empty when the file is absent."""
     path = root / "meta" / "cdr_values.csv"
     if not path.is_file():
         return {}
