@@ -166,6 +166,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # no image held out for the best epoch: both models train on all of the fold's images and the
     # last epoch is kept (with --roi-epochs 200 --fresh-base cv_ablation_roi_epochs_200)
     "no_holdout": {"val_fraction": 0.0},
+    # the adopted recipe with 300 crop-model epochs (with --roi-epochs 300 --fresh-base
+    # cv_ablation_no_holdout)
+    "roi_epochs_300": {"val_fraction": 0.0, "roi_epochs": 300},
+    # the adopted recipe with the crop model on polar crops (with --roi-epochs 200 --fresh-base
+    # cv_ablation_no_holdout)
+    "polar": {"val_fraction": 0.0, "polar": True},
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 200 crop-model
 # epochs, no image held out. Its fold pipelines are those of --stage ablate --ablate no_holdout

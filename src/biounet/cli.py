@@ -187,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
         "(DATA/softmaps/<label>/<stem>.png, 0-255 = share of annotators) instead of the masks",
     )
     t.add_argument(
+        "--polar",
+        action="store_true",
+        help="fundus: the crop model works on the disc crops resampled to polar coordinates "
+        "around their centre (recorded in the checkpoint; predict maps its output back)",
+    )
+    t.add_argument(
         "--roi-scale",
         type=positive_float,
         default=2.0,

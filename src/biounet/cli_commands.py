@@ -118,8 +118,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.resume:
             raise BiounetError("--resume: not available with --pipeline fundus")
         return train_fundus(a)
-    if a.soft_targets:
-        raise BiounetError("--soft-targets: only with --pipeline fundus (the crop model's targets)")
+    if a.soft_targets or a.polar:
+        raise BiounetError(
+            "--soft-targets, --polar: only with --pipeline fundus (they concern the crop model)"
+        )
     if a.resume:
         cfg, out = resume_config(a), a.resume
     elif a.data is None or a.out is None:
@@ -161,6 +163,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         roi_minutes=a.max_minutes or 0.0,
         camera_augment=a.camera_augment,
         soft_targets=a.soft_targets,
+        polar=a.polar,
     )
     path = fit_fundus(fc, a.out)
     print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")

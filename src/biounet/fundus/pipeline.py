@@ -21,6 +21,7 @@ import torch
 from biounet.checkpoint import PipelineCheckpoint, save_pipeline
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.io import read_image
+from biounet.fundus.polar import from_polar, to_polar
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_roi
 from biounet.fundus.train_roi import (
     SCALE_JITTER,
@@ -67,7 +68,9 @@ class FundusConfig:
     model that tolerates a locator's disc size further off, or discs of other cameras' look);
     ``soft_targets`` trains the ROI model on the annotators' agreement maps next to the masks
     (``<root>/softmaps/<label>/``, see ``train_roi.soft_map_path``) instead of the binary masks;
-    its validation (the best epoch) stays on the binary masks."""
+    its validation (the best epoch) stays on the binary masks. ``polar``: the ROI model works on
+    the crops resampled to polar coordinates around their centre (``biounet.fundus.polar``; its
+    validation Dice is then measured there too); predict maps its output back."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -90,6 +93,7 @@ class FundusConfig:
     train_split: str = "train"
     camera_augment: bool = False
     soft_targets: bool = False
+    polar: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,11 +154,13 @@ def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> 
     )
     full_val = load_full(val, labels, channels, fc.roi_scale)
     prep = {**preprocess_spec(fc.roi_size, channels), "roi_scale": fc.roi_scale}
+    if fc.polar:
+        prep["polar"] = True
     train_loop(
         roi_cfg,
-        lambda: roi_batches(full_tr, roi_cfg, gen, scale=fc.roi_scale_jitter),
+        lambda: roi_batches(full_tr, roi_cfg, gen, scale=fc.roi_scale_jitter, polar=fc.polar),
         n_batches(full_tr, fc.batch_size),
-        roi_arrays(full_val, fc.roi_size),
+        roi_arrays(full_val, fc.roi_size, polar=fc.polar),
         out_dir / "roi",
         prep,
         keep_last=not holds_out(tr, val),
@@ -213,6 +219,8 @@ class FundusPredictor:
         self.labels = self.roi.labels
         self.roi_scale = float(self.roi.preprocess.get("roi_scale", 2.0))
         self.roi_size = int(self.roi.preprocess["image_size"])
+        # members trained on polar crops (FundusConfig.polar): an ensemble may mix both kinds
+        self.polar = [bool(ro.preprocess.get("polar", False)) for _, ro in self.members]
         self.tta, self.postprocess, self.fit_ellipse = tta, postprocess, fit_ellipse
         self.threshold, self.input_kind = threshold, input_kind
 
@@ -282,9 +290,13 @@ class FundusPredictor:
         crop = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255, padding="reflection")
         flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         batch = torch.cat([crop.flip(f) if f else crop for f in flips])
+        polar = to_polar(batch) if any(self.polar) else None
         out = []
-        for m in self.roi_models:
-            probs = forward_probs(m, batch, self.device, self.precision)
+        for m, is_polar in zip(self.roi_models, self.polar, strict=True):
+            if is_polar:
+                probs = from_polar(forward_probs(m, polar, self.device, self.precision))
+            else:
+                probs = forward_probs(m, batch, self.device, self.precision)
             out.extend(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True))
         return torch.stack(out).mean(0)
 

@@ -22,6 +22,7 @@ from biounet.data.io import read_image
 from biounet.data.sources import batch_order
 from biounet.data.transforms import AugmentParams, match_channels, photometric
 from biounet.errors import BiounetError
+from biounet.fundus.polar import to_polar
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi
 
 
@@ -138,9 +139,11 @@ def roi_batches(
     gen: torch.Generator,
     jitter: float = JITTER,
     scale: tuple[float, float] = SCALE_JITTER,
+    polar: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Augmented ROI batches: x (B, C, S, S) float in [0, 1], y (B, L, S, S) {0, 1} (in [0, 1] with
-    soft targets)."""
+    soft targets); ``polar``: both resampled to polar coordinates (``biounet.fundus.polar``) after
+    the augmentation."""
     n, bs, size = len(full.stems), cfg.train.batch_size, cfg.data.image_size
     order = batch_order(full.weights, n, bs, gen)
     p = AugmentParams()
@@ -178,13 +181,19 @@ def roi_batches(
             x = photometric(x, p, gen)
         if cfg.data.camera_augment:
             x = camera_augment(x, gen)
+        if polar:
+            x, y = to_polar(x), to_polar(y, "nearest")
         yield x, y
 
 
-def roi_arrays(full: FullSet, size: int) -> ArrayDataset:
-    """Ground-truth-centred crops, no augmentation, as uint8 arrays (for validation)."""
-    x = crop_roi_windows(full.images, full.rois, size).round().clamp(0, 255).to(torch.uint8)
-    y = crop_roi_windows(full.masks, full.rois, size, "nearest").to(torch.uint8)
+def roi_arrays(full: FullSet, size: int, polar: bool = False) -> ArrayDataset:
+    """Ground-truth-centred crops, no augmentation, as uint8 arrays (for validation); ``polar``:
+    resampled to polar coordinates."""
+    x = crop_roi_windows(full.images, full.rois, size)
+    y = crop_roi_windows(full.masks, full.rois, size, "nearest")
+    if polar:
+        x, y = to_polar(x), to_polar(y, "nearest")
+    x, y = x.round().clamp(0, 255).to(torch.uint8), y.to(torch.uint8)
     return ArrayDataset(list(full.stems), x, y, [])
 
 
