@@ -3,8 +3,8 @@ ensemble), against one: decided by cross-validation on the training images, then
 the same on the 51 test images. Writes into benchmarks/results/fundus_drishti.json
 ("cv_ablation_seed_ensemble", "test_seed_ensemble").
 
-    python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
-        --fresh-base cv_ablation_roi_epochs_200   # seed-0 fold pipelines (~7 min each)
+    python benchmarks/fundus_drishti.py --stage ablate --ablate polar --roi-epochs 200 \
+        --fresh-base cv_ablation_no_holdout   # seed-0 fold pipelines (~7 min each)
     python benchmarks/drishti_seeds.py --folds-run 3  # seed-1 fold pipelines, both scored
     python benchmarks/drishti_seeds.py --final        # also: seed-1 final pipeline, test
 

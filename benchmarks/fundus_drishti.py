@@ -69,6 +69,7 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         lr=2e-3,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        polar=getattr(args, "polar", False),
     )
 
 
@@ -174,12 +175,19 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "polar": {"val_fraction": 0.0, "polar": True},
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 200 crop-model
-# epochs, no image held out. Its fold pipelines are those of --stage ablate --ablate no_holdout
-# --fresh-base cv_ablation_roi_epochs_200 --roi-epochs 200 (``fresh_dir(work, ADOPTED_ABLATION, k)``).
+# epochs on polar crops, no image held out. Its fold pipelines are those of --stage ablate --ablate
+# polar --fresh-base cv_ablation_no_holdout --roi-epochs 200 (``fresh_dir(work, ADOPTED_ABLATION,
+# k)``; the recipe before polar crops: ablation no_holdout).
 ADOPTED = argparse.Namespace(
-    locator_epochs=40, roi_epochs=200, roi_size=256, roi_preset="small", seed=0, val_fraction=0.0
+    locator_epochs=40,
+    roi_epochs=200,
+    roi_size=256,
+    roi_preset="small",
+    seed=0,
+    val_fraction=0.0,
+    polar=True,
 )
-ADOPTED_ABLATION = "no_holdout"
+ADOPTED_ABLATION = "polar"
 
 
 def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:
@@ -630,6 +638,11 @@ def main() -> None:
     ap.add_argument("--roi-epochs", type=int, default=120)
     ap.add_argument("--roi-size", type=int, default=256)
     ap.add_argument("--roi-preset", default="small")
+    ap.add_argument(
+        "--polar",
+        action="store_true",
+        help="the crop model on polar crops (FundusConfig.polar), e.g. with --stage final",
+    )
     ap.add_argument("--seed-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
