@@ -52,6 +52,7 @@ class Run(NamedTuple):
     locator_draws_x: int  # x --locator-draws
     scale_jitter: tuple[float, float] = SCALE_JITTER  # ROI crops' side factor range (training)
     val_fraction: float = 0.2  # training images held out per dataset; 0: none, last epoch kept
+    polar: bool = False  # the crop model on polar crops (FundusConfig.polar)
 
 
 RUNS = {
@@ -67,6 +68,9 @@ RUNS = {
     # both_xl without a hold-out, as the Drishti-GS1 cross-validation chose (fundus_drishti.py
     # ablation no_holdout: every training image used, the last epoch kept)
     "both_all": Run(("drishti", "refuge"), True, 5, 3, val_fraction=0.0),
+    # both_all with the crop model on polar crops, as the Drishti-GS1 cross-validation chose next
+    # (fundus_drishti.py ablation polar)
+    "both_all_polar": Run(("drishti", "refuge"), True, 5, 3, val_fraction=0.0, polar=True),
 }
 ADOPTED = "both_all"  # the two-dataset model the README recommends
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
@@ -96,6 +100,7 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
         camera_augment=run.camera_augment,
         roi_scale_jitter=run.scale_jitter,
         val_fraction=run.val_fraction,
+        polar=run.polar,
     )
     t0 = time.perf_counter()
     ck = fit_fundus(fc, out)
