@@ -248,11 +248,41 @@ def report(results: Path) -> None:
                 f"threshold on 25-29 itself, optimistic): V_rand thinned "
                 f"{v['leaderboard_style_max_over_thresholds']['v_rand_thinned']:.4f}."
             ]
+    if "watershed" in d:
+        lines += watershed_lines(d["watershed"])
     if "overlap_tile_2048" in d:
         o = d["overlap_tile_2048"]
         lines += ["", f"## Overlap-tile on a {o['image_side']} px mosaic", ""]
         lines += [f"- {k}: {val}" for k, val in o.items() if k != "image_side"]
     (results / f"{NAME}.md").write_text("\n".join(lines) + "\n")
+
+
+def watershed_lines(w: dict[str, Any]) -> list[str]:
+    """The markdown section of benchmarks/isbi2012_watershed.py's results."""
+    cols = ("v_rand_thinned", "v_info_thinned", "v_rand", "v_info", "rand_error")
+    h, v = w["held_out_20_24"], w["val"]
+    b = h["watershed_best"]
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        return f"| {name} | " + " | ".join(f"{r[k]:.4f}" for k in cols) + " |"
+
+    setting = (
+        f"sigma {b['sigma']:g}, seed > {b['seed_threshold']:g}, seeds >= {b['min_seed_px']} px"
+    )
+    return [
+        "",
+        f"## Cells by seeded watershed instead of a threshold (`{w['checkpoint']}`, TTA "
+        f"{_on(w.get('tta'))})",
+        "",
+        "| slices, cells by | " + " | ".join(HEAD[k] for k in cols) + " |",
+        "|---|" + "---|" * len(cols),
+        row(f"20-24, threshold {h['threshold']['membrane_threshold']:.2f}", h["threshold"]),
+        row(f"20-24, watershed ({setting}; best of {len(h['grid'])})", b),
+        row(f"**25-29**, threshold {v['threshold']['membrane_threshold']:.2f}", v["threshold"]),
+        row("**25-29**, watershed (the setting chosen on 20-24)", v["watershed"]),
+        "",
+        w["note"],
+    ]
 
 
 HEAD = {
