@@ -17,6 +17,7 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,12 @@ MIN_SEEDS = (20,)
 KEYS = ("v_rand_thinned", "v_info_thinned", "v_rand", "v_info", "rand_error")
 
 
-def scores(probs: list[np.ndarray], interior: np.ndarray, setting: dict[str, float]) -> dict:
-    """Mean label-map scores over slices of the watershed with ``setting`` (a threshold when
-    ``setting`` holds only "membrane_threshold")."""
-    rows = []
-    for p, m in zip(probs, interior, strict=True):
-        if "membrane_threshold" in setting:
-            pred = segment(1.0 - p, "membrane", setting["membrane_threshold"])
-        else:
-            pred = watershed_cells(p, **setting)
-        rows.append(segmentation_scores(pred, segment(~m, "membrane")))
+def scores(
+    probs: list[np.ndarray], truths: list[np.ndarray], cells_of: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, float]:
+    """Mean label-map scores over slices of ``cells_of(P(interior))`` against the true cells
+    (``segment`` of the truth, made once per slice)."""
+    rows = [segmentation_scores(cells_of(p), t) for p, t in zip(probs, truths, strict=True)]
     return {k: v for k, v in mean_scores(rows).items() if k in KEYS}
 
 
@@ -72,6 +69,11 @@ def main() -> None:
         ]
 
     held, val = predict(data["held_img"]), predict(data["val_img"])
+    held_t, val_t = ([segment(~m, "membrane") for m in data[k]] for k in ("held_int", "val_int"))
+
+    def by_threshold(p: np.ndarray) -> np.ndarray:
+        return segment(1.0 - p, "membrane", thr)
+
     logging.info("predicted 20-24 and 25-29")
     grid: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -79,7 +81,7 @@ def main() -> None:
         setting = {"sigma": sigma, "seed_threshold": seed, "min_seed_px": min_px}
         grid[f"sigma{sigma:g}_seed{seed:g}_min{min_px}"] = {
             **setting,
-            **scores(held, data["held_int"], setting),
+            **scores(held, held_t, lambda p, s=setting: watershed_cells(p, **s)),
         }
     seconds = (time.perf_counter() - t0) / (len(grid) * len(held))
     best_key = max(grid, key=lambda k: grid[k]["v_rand_thinned"])
@@ -91,7 +93,7 @@ def main() -> None:
         "held_out_20_24": {
             "threshold": {
                 "membrane_threshold": thr,
-                **scores(held, data["held_int"], {"membrane_threshold": thr}),
+                **scores(held, held_t, by_threshold),
             },
             "watershed_best": {**best, **{k: grid[best_key][k] for k in KEYS}},
             "grid": grid,
@@ -100,9 +102,9 @@ def main() -> None:
             "slices": VAL,
             "threshold": {
                 "membrane_threshold": thr,
-                **scores(val, data["val_int"], {"membrane_threshold": thr}),
+                **scores(val, val_t, by_threshold),
             },
-            "watershed": {**best, **scores(val, data["val_int"], best)},
+            "watershed": {**best, **scores(val, val_t, lambda p: watershed_cells(p, **best))},
         },
         "watershed_seconds_per_slice": seconds,
         "note": f"watershed settings chosen on slices {HELD[0]}-{HELD[-1]} by v_rand_thinned, "

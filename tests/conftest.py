@@ -54,3 +54,16 @@ def write_png(path: Path, arr: np.ndarray) -> Path:
 @pytest.fixture
 def png() -> Callable[[Path, np.ndarray], Path]:
     return write_png
+
+
+@pytest.fixture(scope="session")
+def tiny_fundus() -> Callable[..., object]:
+    """``tiny_fundus(data_root, **fields)`` -> a FundusConfig of the smallest run that still trains
+    both stages (32 px, one epoch each, fp32): for end-to-end pipeline tests."""
+    from biounet.fundus.pipeline import FundusConfig
+
+    def make(data_root: Path | str, **fields: object) -> FundusConfig:
+        small = dict(locator_size=32, locator_epochs=1, roi_size=32, roi_epochs=1, batch_size=4)
+        return FundusConfig(data_root=str(data_root), precision="fp32", **{**small, **fields})
+
+    return make

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from biounet.checkpoint import PipelineCheckpoint, load_any
-from biounet.fundus.pipeline import FundusConfig, FundusPredictor, _moved, fit_fundus, save_ensemble
+from biounet.fundus.pipeline import FundusPredictor, _moved, fit_fundus, save_ensemble
 from biounet.fundus.roi import Roi, crop_rois, disc_roi, paste_roi, roi_theta
 from biounet.metrics import binary_scores
 
@@ -53,18 +53,9 @@ def test_roi_moved_thresholds() -> None:
 
 
 def test_fit_fundus_then_predict_full_images_crops_and_an_ensemble(
-    synthetic_data, tmp_path
+    synthetic_data, tiny_fundus, tmp_path
 ) -> None:
-    fc = FundusConfig(
-        data_root=str(synthetic_data),
-        locator_size=32,
-        locator_epochs=1,
-        roi_size=32,
-        roi_epochs=1,
-        batch_size=4,
-        precision="fp32",
-    )
-    ck_path = fit_fundus(fc, tmp_path / "run")
+    ck_path = fit_fundus(tiny_fundus(synthetic_data), tmp_path / "run")
     for sub in ("locator/best.pt", "roi/best.pt", "roi/metrics.csv", "fundus.pt"):
         assert (tmp_path / "run" / sub).is_file(), sub
     ck = load_any(ck_path)

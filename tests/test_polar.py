@@ -57,23 +57,14 @@ def test_non_square_crops_are_refused() -> None:
 
 
 def test_a_polar_pipeline_records_it_and_predicts_in_image_coordinates(
-    synthetic_data, tmp_path
+    synthetic_data, tiny_fundus, tmp_path
 ) -> None:
     from biounet.checkpoint import load_any
-    from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus, save_ensemble
+    from biounet.fundus.pipeline import FundusPredictor, fit_fundus, save_ensemble
     from biounet.fundus.roi import Roi
 
-    base = dict(
-        data_root=str(synthetic_data),
-        locator_size=32,
-        locator_epochs=1,
-        roi_size=32,
-        roi_epochs=1,
-        batch_size=4,
-        precision="fp32",
-    )
-    polar_ck = fit_fundus(FundusConfig(**base, polar=True), tmp_path / "polar")
-    plain_ck = fit_fundus(FundusConfig(**base), tmp_path / "plain")
+    polar_ck = fit_fundus(tiny_fundus(synthetic_data, polar=True), tmp_path / "polar")
+    plain_ck = fit_fundus(tiny_fundus(synthetic_data), tmp_path / "plain")
     ck = load_any(polar_ck)
     assert ck.parts["roi"].preprocess["polar"] is True
     assert "polar" not in load_any(plain_ck).parts["roi"].preprocess

@@ -118,25 +118,15 @@ def test_batch_order_never_ends_on_a_batch_of_one() -> None:
 
 
 def test_fundus_pipeline_trains_on_two_datasets_of_different_sizes(
-    two_sets: Path, tmp_path: Path
+    two_sets: Path, tiny_fundus, tmp_path: Path
 ) -> None:
     import numpy as np
 
     from biounet.checkpoint import load_any
     from biounet.data.io import read_image
-    from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus
+    from biounet.fundus.pipeline import FundusPredictor, fit_fundus
 
-    fc = FundusConfig(
-        data_root=str(two_sets / "both.yaml"),
-        locator_size=32,
-        locator_epochs=1,
-        roi_size=32,
-        roi_epochs=1,
-        batch_size=4,
-        precision="fp32",
-        camera_augment=True,
-    )
-    ck = fit_fundus(fc, tmp_path / "run")
+    ck = fit_fundus(tiny_fundus(two_sets / "both.yaml", camera_augment=True), tmp_path / "run")
     pred = FundusPredictor(load_any(ck), precision="fp32")
     for name in ("a/images/a_010.png", "b/images/b_005.png"):
         img = read_image(two_sets / name)

@@ -12,24 +12,28 @@ follow ``F.grid_sample(align_corners=False)``: -1 and 1 are the crop's outer pix
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 
+@lru_cache(maxsize=8)
 def polar_grid(size: int) -> torch.Tensor:
-    """(1, size, size, 2) grid_sample coordinates (x, y) in the Cartesian crop of each polar pixel."""
+    """(1, size, size, 2) grid_sample coordinates (x, y) in the Cartesian crop of each polar pixel
+    (made once per size: every training batch and every crop read uses it; never modify it)."""
     r = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     theta = 2 * math.pi * (torch.arange(size, dtype=torch.float32) + 0.5) / size
     rr, tt = torch.meshgrid(r, theta, indexing="ij")
     return torch.stack([rr * torch.cos(tt), rr * torch.sin(tt)], dim=-1)[None]
 
 
+@lru_cache(maxsize=8)
 def cartesian_grid(size: int) -> torch.Tensor:
     """(1, size, size, 2) grid_sample coordinates (x, y) in the circularly padded polar image
     ((size, size + 2): its last column before the first and its first after the last) of each
     Cartesian crop pixel: the inverse of ``polar_grid``. Beyond the inscribed circle (the crop's
-    corners) it points past the last row."""
+    corners) it points past the last row. Made once per size, like ``polar_grid``."""
     c = (2 * torch.arange(size, dtype=torch.float32) + 1) / size - 1  # pixel centres in [-1, 1]
     yy, xx = torch.meshgrid(c, c, indexing="ij")
     r = torch.sqrt(xx**2 + yy**2)
