@@ -173,6 +173,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # the adopted recipe with the crop model on polar crops (with --roi-epochs 200 --fresh-base
     # cv_ablation_no_holdout)
     "polar": {"val_fraction": 0.0, "polar": True},
+    # polar crops with 300 crop-model epochs (with --roi-epochs 300 --fresh-base cv_ablation_polar)
+    "polar_epochs_300": {"val_fraction": 0.0, "polar": True, "roi_epochs": 300},
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 200 crop-model
 # epochs on polar crops, no image held out. Its fold pipelines are those of --stage ablate --ablate

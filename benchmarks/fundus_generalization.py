@@ -71,6 +71,8 @@ RUNS = {
     # both_all with the crop model on polar crops, as the Drishti-GS1 cross-validation chose next
     # (fundus_drishti.py ablation polar)
     "both_all_polar": Run(("drishti", "refuge"), True, 5, 3, val_fraction=0.0, polar=True),
+    # REFUGE only with the adopted recipe (no hold-out, polar crops): does it carry to Drishti-GS1?
+    "refuge_all_polar": Run(("refuge",), True, 5, 3, val_fraction=0.0, polar=True),
 }
 ADOPTED = "both_all_polar"  # the two-dataset model the README recommends
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
