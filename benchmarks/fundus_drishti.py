@@ -6,7 +6,7 @@ article's reproduction. Writes benchmarks/results/fundus_drishti.json and .md.
     python benchmarks/fundus_drishti.py --stage ablate --ablate soft_targets  # one ROI setting, same folds
     python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
         --fresh-base cv_ablation_roi_epochs_200  # whole pipelines afresh vs a recorded variant
-    python benchmarks/fundus_drishti.py --stage final --roi-epochs 200  # also runs --stage ensemble
+    python benchmarks/fundus_drishti.py --stage final --roi-epochs 300 --val-fraction 0 --polar  # + ensemble
     python benchmarks/fundus_drishti.py --stage ensemble  # the CV folds' pipelines together, on test
     python benchmarks/fundus_drishti.py --stage seed    # the article's recipe, 50 epochs
     python benchmarks/fundus_drishti.py --stage report  # markdown from the JSON
@@ -176,20 +176,21 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # polar crops with 300 crop-model epochs (with --roi-epochs 300 --fresh-base cv_ablation_polar)
     "polar_epochs_300": {"val_fraction": 0.0, "polar": True, "roi_epochs": 300},
 }
-# The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 200 crop-model
+# The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
 # epochs on polar crops, no image held out. Its fold pipelines are those of --stage ablate --ablate
-# polar --fresh-base cv_ablation_no_holdout --roi-epochs 200 (``fresh_dir(work, ADOPTED_ABLATION,
-# k)``; the recipe before polar crops: ablation no_holdout).
+# polar_epochs_300 --fresh-base cv_ablation_polar --roi-epochs 300 (``fresh_dir(work,
+# ADOPTED_ABLATION, k)``; the recipes before: ablation polar (200 epochs), then no_holdout
+# (Cartesian crops)).
 ADOPTED = argparse.Namespace(
     locator_epochs=40,
-    roi_epochs=200,
+    roi_epochs=300,
     roi_size=256,
     roi_preset="small",
     seed=0,
     val_fraction=0.0,
     polar=True,
 )
-ADOPTED_ABLATION = "polar"
+ADOPTED_ABLATION = "polar_epochs_300"
 
 
 def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:
