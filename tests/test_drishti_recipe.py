@@ -1,0 +1,45 @@
+"""benchmarks/fundus_drishti.py: the adopted recipe is the one its cross-validation ablation trained,
+and every ablation changes real FundusConfig fields (a typo would silently train the base recipe)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+from biounet.fundus.pipeline import FundusConfig
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+try:
+    import fundus_drishti as fd
+    import fundus_generalization as fg
+finally:
+    sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize("name", sorted(fd.ABLATIONS))
+def test_each_ablation_changes_fundus_config_fields(name: str) -> None:
+    fields = {f.name for f in dataclasses.fields(FundusConfig)}
+    assert set(fd.ABLATIONS[name]) <= fields
+    base = fd.pipeline_config(Path("data"), fd.ADOPTED)
+    changed = dataclasses.replace(base, **fd.ABLATIONS[name])
+    for key, value in fd.ABLATIONS[name].items():
+        assert getattr(changed, key) == value
+
+
+def test_adopted_recipe_is_its_ablation() -> None:
+    """The final pipeline (ADOPTED) and the fold pipelines it was chosen with (ADOPTED_ABLATION)
+    train with the same settings."""
+    fc = fd.pipeline_config(Path("data"), fd.ADOPTED)
+    for key, value in fd.ABLATIONS[fd.ADOPTED_ABLATION].items():
+        assert getattr(fc, key) == value, key
+    assert fc.polar and fc.roi_epochs == 300 and fc.val_fraction == 0.0
+
+
+def test_adopted_two_dataset_run_uses_the_drishti_recipe_crop_kind() -> None:
+    run = fg.RUNS[fg.ADOPTED]
+    assert set(run.sources) == {"drishti", "refuge"}
+    assert run.polar == fd.ADOPTED.polar and run.val_fraction == fd.ADOPTED.val_fraction
