@@ -5,11 +5,11 @@ grid, cleaned as predict cleans them (one component, holes filled, cup inside th
 as the CV chose), and scored against the >= 2-experts masks. Writes the table into
 benchmarks/results/fundus_drishti.json under "cv_thresholds".
 
-    python benchmarks/fundus_drishti.py --stage ablate --ablate polar --roi-epochs 200 \
-        --fresh-base cv_ablation_no_holdout      # 3 fold pipelines, ~7 min each
+    python benchmarks/fundus_drishti.py --stage ablate --ablate polar_epochs_300 --roi-epochs 300 \
+        --fresh-base cv_ablation_polar           # 3 fold pipelines, ~10 min each
     python benchmarks/drishti_thresholds.py          # ~3 min: predicts once, sweeps the grid
     python benchmarks/drishti_thresholds.py --train-missing  # first trains the folds not there
-                                                     # (~7 min each), the same recipe
+                                                     # (~10 min each), the same recipe
 
 The disc threshold that places the ROI stays at 0.5 (the pipeline's own): only the final masks'
 cut changes. Data: ../shared/data/drishti_gs1 (or --data).
@@ -85,9 +85,8 @@ def main() -> None:
     ap.add_argument(
         "--train-missing",
         action="store_true",
-        help="train the folds whose pipeline is missing: 200 crop-model epochs, 40 locator epochs, "
-        "no image held out, polar crops (the adopted recipe, as --stage ablate --ablate polar "
-        "trains them)",
+        help="train the folds whose pipeline is missing with the adopted recipe (fundus_drishti's "
+        "ADOPTED, as --stage ablate --ablate ADOPTED_ABLATION trains them)",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
