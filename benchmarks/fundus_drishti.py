@@ -6,7 +6,7 @@ article's reproduction. Writes benchmarks/results/fundus_drishti.json and .md.
     python benchmarks/fundus_drishti.py --stage ablate --ablate soft_targets  # one ROI setting, same folds
     python benchmarks/fundus_drishti.py --stage ablate --ablate no_holdout --roi-epochs 200 \
         --fresh-base cv_ablation_roi_epochs_200  # whole pipelines afresh vs a recorded variant
-    python benchmarks/fundus_drishti.py --stage final --roi-epochs 300 --val-fraction 0 --polar  # + ensemble
+    python benchmarks/fundus_drishti.py --stage final   # the ADOPTED recipe; also --stage ensemble
     python benchmarks/fundus_drishti.py --stage ensemble  # the CV folds' pipelines together, on test
     python benchmarks/fundus_drishti.py --stage seed    # the article's recipe, 50 epochs
     python benchmarks/fundus_drishti.py --stage report  # markdown from the JSON
@@ -69,7 +69,7 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         lr=2e-3,
         seed=args.seed,
         val_fraction=args.val_fraction,
-        polar=getattr(args, "polar", False),
+        polar=args.polar,
     )
 
 
@@ -347,8 +347,10 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
     view = make_view(
         root, work / "final_view", {"train": splits["train"], "test": splits["test"]}, LABELS
     )
+    # the recipe cross-validation adopted, whatever the training flags (those are cv's and ablate's)
+    fc = pipeline_config(view, ADOPTED)
     t0 = time.perf_counter()
-    ck = fit_fundus(pipeline_config(view, args), work / "final_run")
+    ck = fit_fundus(fc, work / "final_run")
     train_s = time.perf_counter() - t0
     tta, post, ell, name = chosen(args)
     s2 = evaluate_checkpoint(
@@ -381,7 +383,7 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
             "tta": tta,
             "postprocess": post,
             "ellipse": ell,
-            **pipeline_config(view, args).__dict__,
+            **fc.__dict__,
         },
     )
     update_results(
@@ -406,16 +408,11 @@ def stage_ensemble(root: Path, work: Path, args: argparse.Namespace) -> None:
     folds = sorted(work.glob(f"{args.ensemble_runs}_*/fundus.pt"))
     if folds:
         tag = "" if args.ensemble_runs == "cv_run" else f"_{args.ensemble_runs}"
-        ens = save_ensemble(folds, work / f"cv_ensemble{tag}.pt")
-        se = evaluate_checkpoint(
-            ens,
-            view,
-            "test",
-            work / f"final_eval_cv_ensemble{tag}",
-            tta=tta,
-            postprocess=post,
-            fit_ellipse=ell,
-        )
+        ens = work / f"cv_ensemble{tag}.pt"
+        if not ens.is_file():
+            save_ensemble(folds, ens)
+        # scored once: --stage final runs this stage again with the same fold pipelines
+        se = scored(ens, view, work / f"final_eval_cv_ensemble{tag}", (tta, post, ell), True)
         note = (
             f"the cross-validation fold pipelines {args.ensemble_runs}_K (each trained on 40 "
             "images) averaged; >= 2 experts"
@@ -629,7 +626,7 @@ def main() -> None:
         "--ensemble-runs",
         default="cv_run",
         help="with --stage ensemble: the fold pipelines WORK/PREFIX_K/fundus.pt to average "
-        "(cv_run: --stage cv's; ablate_fresh_no_holdout_run: the adopted recipe's)",
+        "(cv_run: --stage cv's; ablate_fresh_ADOPTED_ABLATION_run: the adopted recipe's)",
     )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
@@ -644,7 +641,7 @@ def main() -> None:
     ap.add_argument(
         "--polar",
         action="store_true",
-        help="the crop model on polar crops (FundusConfig.polar), e.g. with --stage final",
+        help="the crop model on polar crops (FundusConfig.polar), with --stage cv or ablate",
     )
     ap.add_argument("--seed-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)

@@ -43,3 +43,26 @@ def test_adopted_two_dataset_run_uses_the_drishti_recipe_crop_kind() -> None:
     run = fg.RUNS[fg.ADOPTED]
     assert set(run.sources) == {"drishti", "refuge"}
     assert run.polar == fd.ADOPTED.polar and run.val_fraction == fd.ADOPTED.val_fraction
+
+
+def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, tmp_path) -> None:
+    """--stage final with the cv/ablate defaults (120 epochs, 20 % held out, Cartesian) still
+    trains ADOPTED: the recipe lives in one place."""
+    import argparse
+
+    seen = []
+
+    def stop(fc, out):
+        seen.append(fc)
+        raise RuntimeError("stop after the config")
+
+    monkeypatch.setattr(fd, "read_splits", lambda root: {"train": ["a"], "test": ["b"]})
+    monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
+    monkeypatch.setattr(fd, "fit_fundus", stop)
+    args = argparse.Namespace(
+        roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
+        roi_preset="small", seed=0,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="stop after the config"):
+        fd.stage_final(tmp_path, tmp_path, args)
+    assert seen[0] == fd.pipeline_config(tmp_path / "final_view", fd.ADOPTED)
