@@ -154,6 +154,7 @@ class _FakePredictor(FundusPredictor):
         self.labels, self.roi_scale, self.roi_size, self.threshold = ("disc", "cup"), 2.0, 64, 0.5
         self.fill, self.input_kind = fill, input_kind
         self.postprocess, self.fit_ellipse = True, False
+        self.polar = [False]  # a Cartesian stand-in: image_probs pastes its roi_probs
         self.roi = type("R", (), {"preprocess": {"in_channels": 3}})()
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:

@@ -84,7 +84,53 @@ def test_a_polar_pipeline_records_it_and_predicts_in_image_coordinates(
     )[0]
     pred.tta = False
     torch.testing.assert_close(pred.roi_probs(img, roi), want)
+    # on the whole image: the polar maps read straight into the image's pixels, flips undone, agree
+    # with the crop's probabilities pasted (one resampling fewer, so not to the last bit)
+    from biounet.fundus.roi import paste_roi
+
+    for pred.tta in (False, True):
+        direct = pred.image_probs(img, roi)
+        via_crop = paste_roi(pred.roi_probs(img, roi), roi, 50, 70)
+        assert direct.shape == (2, 50, 70)
+        assert float(np.abs(direct - via_crop).mean()) < 0.01, pred.tta
     # an ensemble of a polar and a Cartesian member runs each its own way
     mixed = FundusPredictor(load_any(save_ensemble([polar_ck, plain_ck], tmp_path / "e.pt")))
     assert mixed.polar == [True, False]
     assert mixed.predict(img).prob.shape == (2, 50, 70)
+
+
+def test_paste_polar_reads_each_flip_back_to_the_image_like_the_crop_itself() -> None:
+    from biounet.fundus.roi import Roi, paste_polar, paste_roi
+
+    xx, yy = _centres(64)
+    crop = torch.stack([torch.sin(3 * xx) + yy, torch.cos(2 * yy) * xx])  # (2, 64, 64), smooth
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    polar = torch.cat([to_polar(crop.flip(f)[None] if f else crop[None]) for f in flips])
+    roi = Roi(60.0, 75.0, 100.0)  # a 100-px ROI, partly past the image's top edge
+    got = paste_polar(polar, flips, roi, 110, 150)
+    want = paste_roi(crop, roi, 110, 150)
+    assert got.shape == want.shape == (2, 110, 150)
+    yy_img, xx_img = np.mgrid[:110, :150]
+    r = np.hypot(yy_img - 60.0, xx_img - 75.0) / 50
+    # away from the centre, where the innermost polar ring (r = 0.5 / 64) stands for r = 0
+    inside = (r > 0.05) & (r < 0.8)
+    assert float(np.abs(got - want)[:, inside].max()) < 0.01
+    assert (got[:, :, :20] == 0).all() and (got[:, :, 130:] == 0).all()  # 0 outside the ROI
+
+
+def test_paste_polar_keeps_a_sharp_disc_edge_where_the_crop_round_trip_moves_it() -> None:
+    """A disc as a hard step between polar rows 12 and 13 (radius 13 / 32 x the ROI's half side,
+    where bilinear sampling crosses 0.5): read straight into a 400-px ROI its edge stays within a
+    pixel of the 81.25-px circle; through a 32-px Cartesian crop (12.5 image px per crop px) the
+    area moves several times more."""
+    from biounet.fundus.roi import Roi, paste_polar, paste_roi
+
+    s = 32
+    polar = torch.zeros(1, 1, s, s)
+    polar[..., :13, :] = 1
+    roi = Roi(200.0, 200.0, 400.0)
+    direct = paste_polar(polar, [()], roi, 400, 400)[0] > 0.5
+    via_crop = paste_roi(from_polar(polar)[0], roi, 400, 400)[0] > 0.5
+    true_area = math.pi * (13 / 32 * 200) ** 2
+    assert abs(direct.sum() / true_area - 1) < 2 / 81.25  # radius within 1 px
+    assert 4 * abs(direct.sum() - true_area) < abs(via_crop.sum() - true_area)

@@ -22,7 +22,7 @@ from biounet.checkpoint import PipelineCheckpoint, save_pipeline
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.io import read_image
 from biounet.fundus.polar import from_polar, to_polar
-from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_roi
+from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_polar, paste_roi
 from biounet.fundus.train_roi import (
     SCALE_JITTER,
     check_soft_maps,
@@ -283,22 +283,62 @@ class FundusPredictor:
         implied = disc_roi(prob[self.labels.index("disc")] > self.threshold, self.roi_scale)
         return _roi_gap(roi, implied)
 
-    def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
-        """(L, R, R) probabilities on the crop: mean over members (and over flips with TTA)."""
+    def crop_batch(self, img: np.ndarray, roi: Roi) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+        """(F, C, R, R) the ROI's crop and, with TTA, its flips (F = 4), and those flips."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]  # (1, C, H, W) uint8
         # mirrored past the image's edges: a tight crop around the disc then looks like retina
         crop = crop_roi_windows(x, [roi], self.roi_size, scale=1 / 255, padding="reflection")
-        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
-        batch = torch.cat([crop.flip(f) if f else crop for f in flips])
-        polar = to_polar(batch) if any(self.polar) else None
-        out = []
-        for m, is_polar in zip(self.roi_models, self.polar, strict=True):
-            if is_polar:
-                probs = from_polar(forward_probs(m, polar, self.device, self.precision))
-            else:
-                probs = forward_probs(m, batch, self.device, self.precision)
-            out.extend(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True))
-        return torch.stack(out).mean(0)
+        flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
+        return torch.cat([crop.flip(f) if f else crop for f in flips]), flips
+
+    def member_probs(
+        self, batch: torch.Tensor, flips: list[tuple[int, ...]]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(F, L, R, R) mean probabilities of the polar members on the polar images of ``batch``
+        (still flipped, in polar coordinates) and (L, R, R) those of the Cartesian members on the
+        crops (unflipped, averaged over the flips); None for a kind with no member."""
+        pol = [m for m, p in zip(self.roi_models, self.polar, strict=True) if p]
+        car = [m for m, p in zip(self.roi_models, self.polar, strict=True) if not p]
+        polar = None
+        if pol:
+            x = to_polar(batch)
+            polar = torch.stack([forward_probs(m, x, self.device, self.precision) for m in pol])
+            polar = polar.mean(0)
+        cart = None
+        if car:
+            probs = torch.stack([forward_probs(m, batch, self.device, self.precision) for m in car])
+            cart = torch.stack(
+                [p.flip(f) if f else p for p, f in zip(probs.mean(0), flips, strict=True)]
+            ).mean(0)
+        return polar, cart
+
+    def roi_probs(self, img: np.ndarray, roi: Roi) -> torch.Tensor:
+        """(L, R, R) probabilities on the crop: mean over members (and over flips with TTA)."""
+        batch, flips = self.crop_batch(img, roi)
+        polar, cart = self.member_probs(batch, flips)
+        parts = []
+        if polar is not None:
+            back = from_polar(polar)
+            back = torch.stack([p.flip(f) if f else p for p, f in zip(back, flips, strict=True)])
+            parts.append((back.mean(0), sum(self.polar)))
+        if cart is not None:
+            parts.append((cart, len(self.polar) - sum(self.polar)))
+        return sum(p * n for p, n in parts) / len(self.polar)
+
+    def image_probs(self, img: np.ndarray, roi: Roi) -> np.ndarray:
+        """(L, H, W) probabilities on the whole image (0 outside the ROI): like ``paste_roi`` of
+        ``roi_probs``, but the polar members' maps are taken straight from polar coordinates to
+        the image's pixels (``paste_polar``: one resampling instead of two)."""
+        h, w = img.shape[:2]
+        if not any(self.polar):
+            return paste_roi(self.roi_probs(img, roi), roi, h, w)
+        batch, flips = self.crop_batch(img, roi)
+        polar, cart = self.member_probs(batch, flips)
+        n_polar = sum(self.polar)
+        out = paste_polar(polar, flips, roi, h, w) * n_polar
+        if cart is not None:
+            out += paste_roi(cart, roi, h, w) * (len(self.polar) - n_polar)
+        return out / len(self.polar)
 
     def segment(
         self, img: np.ndarray, roi: Roi, flags: list[str], kind: str = "full", recentre: int = 1
@@ -317,7 +357,7 @@ class FundusPredictor:
         h, w = img.shape[:2]
         d = self.labels.index("disc")
         score_of = lambda p: p[d] + (p[self.labels.index("cup")] if "cup" in self.labels else 0)  # noqa: E731
-        prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+        prob = self.image_probs(img, roi)
         flags = list(flags)
         first, (lo, hi) = roi, SIZE_AGREEMENT
         for _ in range(recentre):
@@ -328,7 +368,7 @@ class FundusPredictor:
                 flags.append("disc_size_mismatch")
                 break
             roi = new
-            prob = paste_roi(self.roi_probs(img, roi), roi, h, w)
+            prob = self.image_probs(img, roi)
         disc = prob[d] > self.threshold
         share = float(disc.sum()) / (roi.side / self.roi_scale) ** 2
         # a photograph's disc spans about 5-25 % of its larger side (a crop's, 30 % or more), and a

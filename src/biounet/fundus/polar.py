@@ -36,13 +36,25 @@ def cartesian_grid(size: int) -> torch.Tensor:
     corners) it points past the last row. Made once per size, like ``polar_grid``."""
     c = (2 * torch.arange(size, dtype=torch.float32) + 1) / size - 1  # pixel centres in [-1, 1]
     yy, xx = torch.meshgrid(c, c, indexing="ij")
-    r = torch.sqrt(xx**2 + yy**2)
-    theta = torch.atan2(yy, xx) % (2 * math.pi)
+    return polar_coords(xx, yy, size)[None]
+
+
+def polar_coords(x: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:
+    """Points (x, y) of a crop in grid_sample coordinates (any equal shapes S) -> (*S, 2) their
+    coordinates in the circularly padded (size, size + 2) polar image (see ``cartesian_grid``)."""
+    r = torch.sqrt(x**2 + y**2)
+    theta = torch.atan2(y, x) % (2 * math.pi)
     row = r * size - 0.5  # polar pixel index (float) of radius r
     col = theta / (2 * math.pi) * size - 0.5 + 1  # +1: the padded column in front
     v = (2 * row + 1) / size - 1
     u = (2 * col + 1) / (size + 2) - 1
-    return torch.stack([u, v], dim=-1)[None]
+    return torch.stack([u, v], dim=-1)
+
+
+def pad_angle(p: torch.Tensor) -> torch.Tensor:
+    """(..., S, S) polar images -> (..., S, S + 2) float: the last column copied before the first
+    and the first after the last, so bilinear sampling wraps around the angle."""
+    return torch.cat([p[..., -1:], p, p[..., :1]], dim=-1).float()
 
 
 def to_polar(x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -61,6 +73,7 @@ def from_polar(p: torch.Tensor) -> torch.Tensor:
     b, _, h, w = p.shape
     if h != w:
         raise ValueError(f"polar images must be square; got {w}x{h}")
-    padded = torch.cat([p[..., -1:], p, p[..., :1]], dim=-1).float()
     grid = cartesian_grid(h).to(p.device).expand(b, -1, -1, -1)
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(
+        pad_angle(p), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )

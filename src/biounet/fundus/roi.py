@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from biounet.fundus.polar import pad_angle, polar_coords
+
 
 @dataclass(frozen=True)
 class Roi:
@@ -134,22 +136,64 @@ def crop_roi_windows(
     return torch.stack(out)
 
 
-def paste_roi(prob: torch.Tensor, roi: Roi, h: int, w: int) -> np.ndarray:
-    """(L, R, R) ROI probabilities -> (L, h, w) full-image probabilities (0 outside the ROI), bilinear."""
-    out = np.zeros((prob.shape[0], h, w), dtype=np.float32)
+def roi_window(
+    roi: Roi, h: int, w: int
+) -> tuple[tuple[slice, slice], torch.Tensor, torch.Tensor] | None:
+    """The window of an (h, w) image that ``roi`` covers, and the ROI-normalised coordinates
+    (grid_sample's, align_corners=False: -1 and 1 are the ROI's outer edges) x and y, each
+    (wh, ww), of the window's pixel centres; None when the ROI lies wholly outside the image."""
     half = roi.side / 2
     y0, y1 = max(0, math.floor(roi.cy - half)), min(h, math.ceil(roi.cy + half) + 1)
     x0, x1 = max(0, math.floor(roi.cx - half)), min(w, math.ceil(roi.cx + half) + 1)
     if y1 <= y0 or x1 <= x0:
+        return None
+    v = (torch.arange(y0, y1, dtype=torch.float32) - roi.cy) / half
+    u = (torch.arange(x0, x1, dtype=torch.float32) - roi.cx) / half
+    yy, xx = torch.meshgrid(v, u, indexing="ij")
+    return (slice(y0, y1), slice(x0, x1)), xx, yy
+
+
+def paste_roi(prob: torch.Tensor, roi: Roi, h: int, w: int) -> np.ndarray:
+    """(L, R, R) ROI probabilities -> (L, h, w) full-image probabilities (0 outside the ROI), bilinear."""
+    out = np.zeros((prob.shape[0], h, w), dtype=np.float32)
+    win = roi_window(roi, h, w)
+    if win is None:
         return out
-    ys = torch.arange(y0, y1, dtype=torch.float32)
-    xs = torch.arange(x0, x1, dtype=torch.float32)
-    # ROI-normalised coordinates (align_corners=False) of each full-image pixel centre
-    v = (ys - roi.cy) / half
-    u = (xs - roi.cx) / half
-    grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], dim=-1)[None]
+    where, xx, yy = win
+    grid = torch.stack([xx, yy], dim=-1)[None]
     sampled = F.grid_sample(
         prob[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
-    out[:, y0:y1, x0:x1] = sampled[0].numpy()
+    out[:, where[0], where[1]] = sampled[0].numpy()
+    return out
+
+
+def paste_polar(
+    polar: torch.Tensor, flips: Sequence[tuple[int, ...]], roi: Roi, h: int, w: int
+) -> np.ndarray:
+    """(F, L, S, S) polar probabilities of the ROI's crop flipped by each of ``flips`` (dims -1: x,
+    -2: y; () none) -> (L, h, w) their mean in the full image, each full-image pixel read straight
+    from the polar maps (one bilinear resampling; going through the (S, S) Cartesian crop would add
+    a second one, blurring the disc's edge, which the polar map resolves 4x finer radially than
+    the crop does). 0 outside the ROI's square; its corners beyond the inscribed circle take the
+    outermost ring, as ``from_polar`` does."""
+    out = np.zeros((polar.shape[1], h, w), dtype=np.float32)
+    win = roi_window(roi, h, w)
+    if win is None:
+        return out
+    where, xx, yy = win
+    size = polar.shape[-1]
+    grids = []
+    for f in flips:  # a pixel at (x, y) of the crop sits at (-x, y) of the crop flipped in x
+        gx, gy = (-xx if -1 in f else xx), (-yy if -2 in f else yy)
+        grids.append(polar_coords(gx, gy, size))
+    sampled = F.grid_sample(
+        pad_angle(polar),
+        torch.stack(grids),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    ).mean(0)
+    inside = (xx.abs() <= 1) & (yy.abs() <= 1)
+    out[:, where[0], where[1]] = (sampled * inside).numpy()
     return out
