@@ -5,6 +5,8 @@
     python benchmarks/isbi2012_em.py --long 20          # two arms x 20 min more: key long_runs
     python benchmarks/isbi2012_em.py --long 60 --long-arms neither   # key long_runs_60min
     python benchmarks/isbi2012_em.py --rescore          # saved arms scored again, no training
+    python benchmarks/isbi2012_em.py --refit 0          # the final: the best longer run's arm,
+                                                        # thresholds and TTA, trained on 00-24
 
 Protocol (contiguous slices, neighbours being 50 nm apart): every ablation arm trains on slices
 00-19; slices 20-24 pick the membrane threshold (best mean V_rand) and the best arm; that arm's
@@ -40,6 +42,7 @@ from biounet.em.fit_em import (  # noqa: E402
     train_and_calibrate,
 )
 from biounet.em.tiles import read_em_slices  # noqa: E402
+from biounet.em.tiles import make_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
     best_threshold,
@@ -48,6 +51,7 @@ from biounet.em.train_em import (  # noqa: E402
     predict_interior,
     save_em_checkpoint,
     threshold_sweep,
+    train_em,
 )
 from biounet.models import count_parameters, preset  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
@@ -248,6 +252,19 @@ def report(results: Path) -> None:
                 f"threshold on 25-29 itself, optimistic): V_rand thinned "
                 f"{v['leaderboard_style_max_over_thresholds']['v_rand_thinned']:.4f}."
             ]
+    if "refit_00_24" in d:
+        r, v = d["refit_00_24"], d["refit_00_24"]["val"]
+        lines += ["", f"## Final refit on slices 00-24 ({r['minutes_per_run']} min)", ""]
+        lines += [
+            f"{r['arm']}, {r['iterations']} iterations (loss first / last 20: "
+            f"{r['loss_first_20']:.3f} / {r['loss_last_20']:.3f}); thresholds and TTA from "
+            f"{r['source']} (chosen on 20-24). Slices 25-29: V_rand thinned "
+            f"{v['v_rand_thinned']:.4f}, V_info thinned {v['v_info_thinned']:.4f}, V_rand "
+            f"{v['v_rand']:.4f}, pixel error {v['pixel_error']:.4f} (threshold "
+            f"{v['membrane_threshold']:.2f}, TTA {_on(v.get('tta'))}), pixel error at its own "
+            f"threshold ({v['pixel_error_threshold']:.2f}): "
+            f"{v['pixel_error_at_own_threshold']:.4f}."
+        ]
     if "watershed" in d:
         lines += watershed_lines(d["watershed"])
     if "overlap_tile_2048" in d:
@@ -346,6 +363,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--long-arms", nargs="+", choices=list(ARMS), default=["weightmap_elastic", "neither"]
     )
     ap.add_argument(
+        "--refit",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="only the final refit: the best longer run's arm, thresholds and TTA, its model "
+        "trained again on slices 00-24 (MINUTES; 0 = that run's budget), scored on 25-29",
+    )
+    ap.add_argument(
         "--rescore",
         action="store_true",
         help="no training: the arms in the results file, from their checkpoints in --work, get "
@@ -389,6 +414,64 @@ def long_runs(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str
     return {"minutes_per_run": args.long, "checkpoint_prefix": prefix, "arms": runs, "val": val}
 
 
+def refit_source(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The longer run whose chosen arm scored the best held-out (20-24) V_rand thinned: (its
+    results key, its section). Chosen on slices 00-24 only."""
+    keys = long_keys(d)
+    if not keys:
+        raise SystemExit("--refit: no longer runs in the results yet (run --long first)")
+
+    def held(k: str) -> float:
+        arms = d[k]["arms"]
+        return max(a["held_out_20_24"][SELECT] for a in arms.values())
+
+    best = max(keys, key=held)
+    return best, d[best]
+
+
+def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's final protocol: the arm, budget, membrane thresholds and TTA chosen on slices
+    20-24 by the best longer run (``refit_source``), the model trained again on all of slices
+    00-24 (nothing held out: the choices are kept, not re-made) and scored once on 25-29."""
+    d = json.loads((args.results / f"{NAME}.json").read_text())
+    key, src = refit_source(d)
+    arm = src["val"]["arm"]
+    source_ck = load_checkpoint(args.work / f"{src.get('checkpoint_prefix', 'long_')}{arm}.pt")
+    border, elastic = ARMS[arm]
+    minutes = args.refit or src["minutes_per_run"]
+    cfg = EmTrainConfig(
+        out_tile=args.out_tile,
+        lr=args.lr,
+        minutes=minutes,
+        max_iters=args.max_iters,
+        elastic=elastic,
+        seed=args.seed,
+        precision=args.precision,
+    )
+    images = np.concatenate([data["train_img"], data["held_img"]])
+    interior = np.concatenate([data["train_int"], data["held_int"]])
+    model = make_em_model(
+        preset("paper_valid_small", in_channels=1, base_width=args.base_width), args.seed
+    )
+    rows = train_em(model, make_slices(images, interior, w0=10.0 if border else 0.0), cfg)
+    ck = args.work / f"refit_00_24_{arm}.pt"
+    extra = {**source_ck.extra, "arm": arm, "refit_from": key}
+    save_em_checkpoint(ck, model, SLICE_OUT_TILE, extra["membrane_threshold"], extra)
+    return {
+        "source": key,
+        "arm": arm,
+        "train_slices": TRAIN + HELD,
+        "minutes_per_run": minutes,
+        "iterations": len(rows),
+        "train_seconds": rows[-1]["seconds"],
+        "loss_first_20": float(np.mean([r["loss"] for r in rows[:20]])),
+        "loss_last_20": float(np.mean([r["loss"] for r in rows[-20:]])),
+        "val": evaluate_val(ck, data, args),
+        "note": f"arm, thresholds and TTA as chosen on 20-24 by {key} (its model trained on "
+        "00-19); this model trained on 00-24 with them, scored once on 25-29",
+    }
+
+
 def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
     """--rescore: both protocols (ablation -> val, longer runs -> their val) from checkpoints."""
     d = json.loads((args.results / f"{NAME}.json").read_text())
@@ -421,6 +504,11 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data(root)
     if args.rescore:
         rescore(data, args)
+        report(args.results)
+        print((args.results / f"{NAME}.md").read_text())
+        return
+    if args.refit is not None:
+        update_results(NAME, "refit_00_24", refit(data, args), args.results)
         report(args.results)
         print((args.results / f"{NAME}.md").read_text())
         return

@@ -251,6 +251,16 @@ def test_benchmark_quick_path(real_dataset: Callable[[str], Path], tmp_path: Pat
     }
     assert res["overlap_tile_2048"]["max_abs_diff_vs_direct"] < 1e-4
     assert (tmp_path / "overlap_tile_corner.png").is_file()
+    # a longer run, then the final refit on 00-24 with its choices
+    common = ["--quick", "--data", str(root), "--work", str(tmp_path), "--max-iters", "1",
+              "--base-width", "2"]  # fmt: skip
+    isbi2012_em.main([*common, "--long", "0.1", "--long-arms", "neither"])
+    isbi2012_em.main([*common, "--refit", "0"])
+    res = json.loads((tmp_path / "results" / "isbi2012_em.json").read_text())
+    r = res["refit_00_24"]
+    assert r["source"] == "long_runs_0.1min" and r["train_slices"] == list(range(25))
+    assert r["val"]["membrane_threshold"] == res["long_runs_0.1min"]["val"]["membrane_threshold"]
+    assert (tmp_path / "refit_00_24_neither.pt").is_file()
 
 
 def test_biounet_train_refuses_an_unpadded_unet_with_a_pointer(

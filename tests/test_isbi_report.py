@@ -91,3 +91,51 @@ def test_short_run_sections(tmp_path: Path) -> None:
     row = "| neither | 1192 | 0.500 / 0.100 | 0.30 | off | 0.1000 | 0.0500 | 0.2000 | 0.8400 |"
     assert row in md
     assert "- tiles: 49" in md and "Longer training" not in md
+
+
+def test_the_refit_takes_its_choices_from_the_longer_run_with_the_best_held_out_score() -> None:
+    val = {**SCORES, "arm": "neither"}
+    d = {
+        "long_runs": {"minutes_per_run": 20.0, "arms": {"neither": arm(4500, 0.9)}, "val": val},
+        "long_runs_25min": {
+            "minutes_per_run": 25.0,
+            "arms": {"neither": {**arm(9000, 0.9), "held_out_20_24": {"v_rand_thinned": 0.95}}},
+            "val": val,
+        },
+        "long_runs_40min": {
+            "minutes_per_run": 40.0,
+            "arms": {"neither": {**arm(9000, 0.9), "held_out_20_24": {"v_rand_thinned": 0.94}}},
+            "val": val,
+        },
+    }
+    assert isbi.refit_source(d)[0] == "long_runs_25min"
+    try:
+        isbi.refit_source({"val": val})
+    except SystemExit as e:
+        assert "--long first" in str(e)
+    else:
+        raise AssertionError("a refit without longer runs must stop with a message")
+
+
+def test_refit_section_names_its_source_and_val_scores(tmp_path: Path) -> None:
+    val = {
+        **SCORES,
+        "arm": "neither",
+        "membrane_threshold": 0.2,
+        "tta": True,
+        "pixel_error_threshold": 0.7,
+        "pixel_error_at_own_threshold": 0.0791,
+    }
+    refit = {
+        "source": "long_runs_25min",
+        "arm": "neither",
+        "minutes_per_run": 25.0,
+        "iterations": 12000,
+        "loss_first_20": 0.25,
+        "loss_last_20": 0.08,
+        "val": val,
+    }
+    md = write(tmp_path, refit_00_24=refit)
+    assert "## Final refit on slices 00-24 (25.0 min)" in md
+    assert "from long_runs_25min (chosen on 20-24)" in md
+    assert "V_rand thinned 0.9000" in md and "threshold (0.70): 0.0791" in md
