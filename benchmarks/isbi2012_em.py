@@ -41,8 +41,7 @@ from biounet.em.fit_em import (  # noqa: E402
     em_extra,
     train_and_calibrate,
 )
-from biounet.em.tiles import read_em_slices  # noqa: E402
-from biounet.em.tiles import make_slices  # noqa: E402
+from biounet.em.tiles import make_slices, read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
     best_threshold,
