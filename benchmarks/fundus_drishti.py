@@ -179,6 +179,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # epochs so that the whole pipeline still trains in about 16 min (with --fresh-base
     # cv_ablation_polar_epochs_300)
     "polar_medium": {"val_fraction": 0.0, "polar": True, "roi_preset": "medium", "roi_epochs": 120},
+    # the adopted recipe with each polar pixel's loss weighed by the crop area it stands for (the
+    # disc's edge counts as in a Cartesian crop; with --fresh-base cv_ablation_polar_epochs_300
+    # --roi-epochs 300)
+    "polar_area_loss": {
+        "val_fraction": 0.0,
+        "polar": True,
+        "roi_epochs": 300,
+        "polar_area_loss": True,
+    },
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
 # epochs on polar crops, no image held out. Its fold pipelines are those of --stage ablate --ablate

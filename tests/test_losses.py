@@ -12,6 +12,7 @@ from biounet.losses import (
     article_dice_loss_pooled,
     article_iou_pooled,
     bce_dice_loss,
+    pixel_weights,
     soft_dice_per_image,
 )
 
@@ -120,3 +121,35 @@ def test_article_iou_threshold_is_strict_and_explicit() -> None:
     target = torch.ones(1, 1, 2, 2)
     assert article_iou_pooled(logits, target, threshold=0.5).item() == pytest.approx(1.0)
     assert article_iou_pooled(logits, target, threshold=0.7).item() == pytest.approx(0.0)
+
+
+def test_polar_area_weights_grow_with_the_row_and_average_one() -> None:
+    assert pixel_weights("uniform", 4, 3) is None
+    w = pixel_weights("polar_area", 4, 3)
+    assert w.shape == (4, 3)
+    # rows at radii 0.125, 0.375, 0.625, 0.875 (mean 0.5): weights 0.25, 0.75, 1.25, 1.75
+    torch.testing.assert_close(w[:, 0], torch.tensor([0.25, 0.75, 1.25, 1.75]))
+    assert (w[:, 0:1] == w).all()
+    with pytest.raises(ValueError, match="polar_area"):
+        pixel_weights("radial", 4, 3)
+
+
+def test_weighted_loss_counts_each_pixel_by_its_weight() -> None:
+
+    # target 1 everywhere; prediction right (p = 0.9) on row 0 and wrong (p = 0.1) on row 1
+    logit = math.log(0.9 / 0.1)
+    logits = torch.tensor([[[[logit, logit], [-logit, -logit]]]])
+    target = torch.ones(1, 1, 2, 2)
+    ones = torch.ones(2, 2)
+    assert torch.allclose(
+        bce_dice_loss(logits, target, pixel_weight=ones), bce_dice_loss(logits, target)
+    )
+    w = torch.tensor([[0.5, 0.5], [1.5, 1.5]])  # the wrong row counts 3x
+    # Dice = (2 * sum(w p) + 1) / (sum(w p) + sum(w) + 1): sum(w p) = 0.9 + 0.3 = 1.2, sum(w) = 4
+    want_dice = (2 * 1.2 + 1) / (1.2 + 4 + 1)
+    got = soft_dice_per_image(logits, target, weight=w)
+    assert abs(float(got) - want_dice) < 1e-6
+    # BCE = mean(w * -log p) = (0.5 * 2 * -log 0.9 + 1.5 * 2 * -log 0.1) / 4
+    want_bce = (1.0 * -math.log(0.9) + 3.0 * -math.log(0.1)) / 4
+    loss = bce_dice_loss(logits, target, pixel_weight=w)
+    assert abs(float(loss) - (want_bce + 1 - want_dice)) < 1e-5

@@ -134,3 +134,14 @@ def test_paste_polar_keeps_a_sharp_disc_edge_where_the_crop_round_trip_moves_it(
     true_area = math.pi * (13 / 32 * 200) ** 2
     assert abs(direct.sum() / true_area - 1) < 2 / 81.25  # radius within 1 px
     assert 4 * abs(direct.sum() - true_area) < abs(via_crop.sum() - true_area)
+
+
+def test_the_area_weighted_loss_reaches_the_crop_model_only_and_needs_polar_crops() -> None:
+    from biounet.errors import BiounetError
+    from biounet.fundus.pipeline import FundusConfig, stage_configs
+
+    loc, roi = stage_configs(FundusConfig(polar=True, polar_area_loss=True))
+    assert roi.train.pixel_weight == "polar_area" and loc.train.pixel_weight == "uniform"
+    assert stage_configs(FundusConfig(polar=True))[1].train.pixel_weight == "uniform"
+    with pytest.raises(BiounetError, match="polar"):
+        FundusConfig(polar_area_loss=True)

@@ -87,7 +87,8 @@ class TrainConfig:
     (``biounet.fast.apply_checkpointing``): "off"; "top" (the blocks of the three finest levels but
     the last); "all" (every block). Classic U-Net, 512 px, batch 4 on the 2-core CPU: peak RSS
     4.0 GB off, 2.6 GB top at 0.94x the speed, 2.5 GB all at 0.82x (``benchmarks/speed.py``).
-    ``True``/``False`` (older configs) read as "all"/"off"."""
+    ``True``/``False`` (older configs) read as "all"/"off". ``pixel_weight``: how much each pixel
+    counts in the loss (``biounet.losses.pixel_weights``): "uniform" or "polar_area" (for polar crops)."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -109,6 +110,7 @@ class TrainConfig:
     tensorboard: bool = False
     adam_impl: str = "auto"
     activation_checkpointing: str = "off"
+    pixel_weight: str = "uniform"
 
     def __post_init__(self) -> None:
         ck = self.activation_checkpointing

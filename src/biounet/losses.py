@@ -7,24 +7,54 @@ import torch.nn.functional as F
 
 
 def soft_dice_per_image(
-    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Soft Dice of sigmoid(logits) vs target. (B, L, H, W) float logits, (B, L, H, W) {0,1} -> (B, L)."""
+    """Soft Dice of sigmoid(logits) vs target. (B, L, H, W) float logits, (B, L, H, W) {0,1} -> (B, L).
+    ``weight``: (H, W) how much each pixel counts (mean 1; None = all alike)."""
     p = torch.sigmoid(logits.float())
     t = target.float()
-    inter = (p * t).sum(dim=(2, 3))
-    denom = p.sum(dim=(2, 3)) + t.sum(dim=(2, 3))
+    w = 1.0 if weight is None else weight.to(p.device, p.dtype)
+    inter = (p * t * w).sum(dim=(2, 3))
+    denom = (p * w).sum(dim=(2, 3)) + (t * w).sum(dim=(2, 3))
     return (2 * inter + smooth) / (denom + smooth)
 
 
 def bce_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0, dice_weight: float = 1.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """bce_weight * BCE-with-logits (mean over pixels) + dice_weight * (1 - mean soft Dice per image and label).
-    (B, L, H, W) logits and targets -> scalar."""
-    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-    dice = soft_dice_per_image(logits, target).mean()
+    (B, L, H, W) logits and targets -> scalar. ``pixel_weight``: (H, W), mean 1, each pixel's share
+    in both terms (``pixel_weights``); None = all alike."""
+    if pixel_weight is None:
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    else:
+        w = pixel_weight.to(logits.device, torch.float32)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w)
+    dice = soft_dice_per_image(logits, target, weight=pixel_weight).mean()
     return bce_weight * bce + dice_weight * (1 - dice)
+
+
+PIXEL_WEIGHTS = ("uniform", "polar_area")
+
+
+def pixel_weights(kind: str, h: int, w: int) -> torch.Tensor | None:
+    """(H, W) loss weights of mean 1, or None for "uniform". "polar_area": for polar images (rows
+    = radius, ``biounet.fundus.polar``), row i weighs (i + 0.5) / H x 2, the area of the Cartesian
+    crop its pixels stand for, so the loss counts the crop as a Cartesian loss would; without it
+    the pixels near the centre (the cup) count as much as the far larger ring at the disc's edge."""
+    if kind == "uniform":
+        return None
+    if kind == "polar_area":
+        r = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+        return (r / r.mean())[:, None].expand(h, w)
+    raise ValueError(f"unknown pixel weighting {kind!r}; valid: {', '.join(PIXEL_WEIGHTS)}")
 
 
 def article_dice_loss_pooled(

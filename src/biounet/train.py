@@ -31,7 +31,7 @@ from biounet.dist import (
 from biounet.errors import BiounetError
 from biounet.fast import apply_checkpointing
 from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
-from biounet.losses import bce_dice_loss
+from biounet.losses import bce_dice_loss, pixel_weights
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 from biounet.optim import backward_step, grad_scaler, make_adam
@@ -82,7 +82,8 @@ def train_one_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = model(x)
-        loss = bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight)
+        weight = pixel_weights(cfg.train.pixel_weight, *y.shape[-2:])
+        loss = bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight, weight)
         if not torch.isfinite(loss):
             raise BiounetError(
                 f"{desc}: loss is {loss.item()} at batch {b}; stopping (last.pt holds the last good epoch)"
@@ -116,9 +117,9 @@ def validate(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             logits = model(x).float()
-        losses.append(
-            bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight).item() * len(x)
-        )
+        weight = pixel_weights(cfg.train.pixel_weight, *y.shape[-2:])
+        loss = bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight, weight)
+        losses.append(loss.item() * len(x))
         pred = (torch.sigmoid(logits) > cfg.train.threshold).cpu().numpy()
         tgt = y.cpu().numpy() > 0.5
         for b in range(len(x)):

@@ -21,6 +21,7 @@ import torch
 from biounet.checkpoint import PipelineCheckpoint, save_pipeline
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.data.io import read_image
+from biounet.errors import BiounetError
 from biounet.fundus.polar import from_polar, to_polar
 from biounet.fundus.roi import Roi, crop_roi_windows, disc_roi, paste_polar, paste_roi
 from biounet.fundus.train_roi import (
@@ -70,7 +71,9 @@ class FundusConfig:
     (``<root>/softmaps/<label>/``, see ``train_roi.soft_map_path``) instead of the binary masks;
     its validation (the best epoch) stays on the binary masks. ``polar``: the ROI model works on
     the crops resampled to polar coordinates around their centre (``biounet.fundus.polar``; its
-    validation Dice is then measured there too); predict maps its output back."""
+    validation Dice is then measured there too); predict maps its output back. ``polar_area_loss``
+    (with ``polar``): the ROI model's loss weighs each polar pixel by the crop area it stands for
+    (``biounet.losses.pixel_weights``)."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -94,7 +97,12 @@ class FundusConfig:
     camera_augment: bool = False
     soft_targets: bool = False
     polar: bool = False
+    polar_area_loss: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.polar_area_loss and not self.polar:
+            raise BiounetError("polar_area_loss weighs polar pixels: it needs polar crops (polar)")
 
 
 def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
@@ -120,7 +128,12 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     roi = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.roi_size, **common),
         model=preset(fc.roi_preset, in_channels=0),
-        train=TrainConfig(epochs=fc.roi_epochs, max_minutes=fc.roi_minutes, **train),
+        train=TrainConfig(
+            epochs=fc.roi_epochs,
+            max_minutes=fc.roi_minutes,
+            pixel_weight="polar_area" if fc.polar and fc.polar_area_loss else "uniform",
+            **train,
+        ),
         preset=fc.roi_preset,
     )
     return loc, roi
