@@ -70,6 +70,7 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         seed=args.seed,
         val_fraction=args.val_fraction,
         polar=args.polar,
+        polar_area_loss=getattr(args, "polar_area_loss", False),
     )
 
 
@@ -655,6 +656,12 @@ def main() -> None:
         "--polar",
         action="store_true",
         help="the crop model on polar crops (FundusConfig.polar), with --stage cv or ablate",
+    )
+    ap.add_argument(
+        "--polar-area-loss",
+        action="store_true",
+        help="with --polar: the crop model's loss weighs polar pixels by their crop area "
+        "(FundusConfig.polar_area_loss)",
     )
     ap.add_argument("--seed-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)

@@ -364,4 +364,20 @@ def test_soft_targets_without_agreement_maps_stop_before_training(
     assert main(["train", *args]) == 2
     assert "only with --pipeline fundus" in capsys.readouterr().err
     assert main(["cv", *args]) == 2
-    assert "--soft-targets are not available" in capsys.readouterr().err
+    assert "--soft-targets, --polar" in capsys.readouterr().err
+
+
+def test_polar_area_loss_without_polar_crops_is_refused_before_training(
+    synthetic_data, tmp_path, capsys
+) -> None:
+    from biounet.cli import main
+
+    out = tmp_path / "run"
+    args = ["--data", str(synthetic_data), "--out", str(out), "--polar-area-loss"]
+    assert main(["train", "--pipeline", "fundus", *args, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs polar crops" in err and "Traceback" not in err and not out.exists()
+    assert main(["train", *args]) == 2
+    assert "only with --pipeline fundus" in capsys.readouterr().err
+    assert main(["cv", *args, "--polar"]) == 2
+    assert "--polar-area-loss are not available" in capsys.readouterr().err

@@ -193,6 +193,12 @@ def parser() -> argparse.ArgumentParser:
         "around their centre (recorded in the checkpoint; predict maps its output back)",
     )
     t.add_argument(
+        "--polar-area-loss",
+        action="store_true",
+        help="fundus, with --polar: the crop model's loss weighs each polar pixel by the crop "
+        "area it stands for, so the disc's edge counts as it does in the image",
+    )
+    t.add_argument(
         "--roi-scale",
         type=positive_float,
         default=2.0,

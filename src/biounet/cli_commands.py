@@ -118,9 +118,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.resume:
             raise BiounetError("--resume: not available with --pipeline fundus")
         return train_fundus(a)
-    if a.soft_targets or a.polar:
+    if a.soft_targets or a.polar or a.polar_area_loss:
         raise BiounetError(
-            "--soft-targets, --polar: only with --pipeline fundus (they concern the crop model)"
+            "--soft-targets, --polar, --polar-area-loss: only with --pipeline fundus (they "
+            "concern the crop model)"
         )
     if a.resume:
         cfg, out = resume_config(a), a.resume
@@ -164,6 +165,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         camera_augment=a.camera_augment,
         soft_targets=a.soft_targets,
         polar=a.polar,
+        polar_area_loss=a.polar_area_loss,
     )
     path = fit_fundus(fc, a.out)
     print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
@@ -176,10 +178,11 @@ def cmd_cv(a: argparse.Namespace) -> int:
 
     if a.out is None or (a.data is None and not a.summarize):
         raise BiounetError("cv needs --out, and --data unless --summarize")
-    if a.resume or a.pipeline != "plain" or a.soft_targets:
+    if a.resume or a.pipeline != "plain" or a.soft_targets or a.polar or a.polar_area_loss:
         raise BiounetError(
-            "cv: --resume, --pipeline fundus and --soft-targets are not available (run the same cv command again: "
-            "done folds are skipped and an interrupted one resumes)"
+            "cv: --resume, --pipeline fundus, --soft-targets, --polar and --polar-area-loss are not "
+            "available (run the same cv command again: done folds are skipped and an interrupted "
+            "one resumes)"
         )
     if a.summarize and a.fold is not None:
         raise BiounetError("cv: --summarize and --fold exclude each other")
