@@ -5,8 +5,8 @@ grid, cleaned as predict cleans them (one component, holes filled, cup inside th
 as the CV chose), and scored against the >= 2-experts masks. Writes the table into
 benchmarks/results/fundus_drishti.json under "cv_thresholds".
 
-    python benchmarks/fundus_drishti.py --stage ablate --ablate polar_epochs_300 --roi-epochs 300 \
-        --fresh-base cv_ablation_polar           # 3 fold pipelines, ~10 min each
+    python benchmarks/fundus_drishti.py --stage ablate --ablate polar_area_loss --roi-epochs 300 \
+        --fresh-base cv_ablation_polar_epochs_300  # 3 fold pipelines, ~10 min each
     python benchmarks/drishti_thresholds.py          # ~3 min: predicts once, sweeps the grid
     python benchmarks/drishti_thresholds.py --train-missing  # first trains the folds not there
                                                      # (~10 min each), the same recipe

@@ -191,10 +191,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
-# epochs on polar crops, no image held out. Its fold pipelines are those of --stage ablate --ablate
-# polar_epochs_300 --fresh-base cv_ablation_polar --roi-epochs 300 (``fresh_dir(work,
-# ADOPTED_ABLATION, k)``; the recipes before: ablation polar (200 epochs), then no_holdout
-# (Cartesian crops)).
+# epochs on polar crops with the area-weighted loss, no image held out. Its fold pipelines are those
+# of --stage ablate --ablate polar_area_loss --fresh-base cv_ablation_polar_epochs_300 --roi-epochs
+# 300 (``fresh_dir(work, ADOPTED_ABLATION, k)``; the recipes before: polar_epochs_300, polar (200
+# epochs), then no_holdout (Cartesian crops)).
 ADOPTED = argparse.Namespace(
     locator_epochs=40,
     roi_epochs=300,
@@ -203,8 +203,9 @@ ADOPTED = argparse.Namespace(
     seed=0,
     val_fraction=0.0,
     polar=True,
+    polar_area_loss=True,
 )
-ADOPTED_ABLATION = "polar_epochs_300"
+ADOPTED_ABLATION = "polar_area_loss"
 
 
 def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:

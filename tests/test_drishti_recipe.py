@@ -36,7 +36,7 @@ def test_adopted_recipe_is_its_ablation() -> None:
     fc = fd.pipeline_config(Path("data"), fd.ADOPTED)
     for key, value in fd.ABLATIONS[fd.ADOPTED_ABLATION].items():
         assert getattr(fc, key) == value, key
-    assert fc.polar and fc.roi_epochs == 300 and fc.val_fraction == 0.0
+    assert fc.polar and fc.polar_area_loss and fc.roi_epochs == 300 and fc.val_fraction == 0.0
 
 
 def test_adopted_two_dataset_run_uses_the_drishti_recipe_crop_kind() -> None:
