@@ -145,3 +145,17 @@ def test_the_area_weighted_loss_reaches_the_crop_model_only_and_needs_polar_crop
     assert stage_configs(FundusConfig(polar=True))[1].train.pixel_weight == "uniform"
     with pytest.raises(BiounetError, match="polar"):
         FundusConfig(polar_area_loss=True)
+
+
+def test_a_pipeline_trained_with_the_area_weighted_loss_records_it(
+    synthetic_data, tiny_fundus, tmp_path
+) -> None:
+    import yaml
+
+    from biounet.checkpoint import load_any
+    from biounet.fundus.pipeline import fit_fundus
+
+    ck = fit_fundus(tiny_fundus(synthetic_data, polar=True, polar_area_loss=True), tmp_path / "r")
+    saved = yaml.safe_load((tmp_path / "r" / "roi" / "config.yaml").read_text())
+    assert saved["train"]["pixel_weight"] == "polar_area"
+    assert load_any(ck).parts["roi"].preprocess["polar"] is True
