@@ -70,7 +70,7 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         seed=args.seed,
         val_fraction=args.val_fraction,
         polar=args.polar,
-        polar_area_loss=getattr(args, "polar_area_loss", False),
+        polar_area_loss=args.polar_area_loss,
     )
 
 

@@ -40,8 +40,9 @@ from biounet.em.fit_em import (  # noqa: E402
     calibrate,
     em_extra,
     train_and_calibrate,
+    train_fresh,
 )
-from biounet.em.tiles import make_slices, read_em_slices  # noqa: E402
+from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
     best_threshold,
@@ -50,7 +51,6 @@ from biounet.em.train_em import (  # noqa: E402
     predict_interior,
     save_em_checkpoint,
     threshold_sweep,
-    train_em,
 )
 from biounet.models import count_parameters, preset  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
@@ -75,6 +75,29 @@ KEYS = (
 )
 
 
+def arm_config(args: argparse.Namespace, elastic: bool, minutes: float) -> EmTrainConfig:
+    """The training settings every arm, longer run and refit shares, for ``minutes``."""
+    return EmTrainConfig(
+        out_tile=args.out_tile,
+        lr=args.lr,
+        minutes=minutes,
+        max_iters=args.max_iters,
+        elastic=elastic,
+        seed=args.seed,
+        precision=args.precision,
+    )
+
+
+def rows_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Iterations, seconds and the mean loss of the first and last 20 iterations of a run."""
+    return {
+        "iterations": len(rows),
+        "train_seconds": rows[-1]["seconds"],
+        "loss_first_20": float(np.mean([r["loss"] for r in rows[:20]])),
+        "loss_last_20": float(np.mean([r["loss"] for r in rows[-20:]])),
+    }
+
+
 def run_arm(
     name: str,
     data: dict[str, np.ndarray],
@@ -85,15 +108,7 @@ def run_arm(
     """Train one arm on slices 00-19 (``minutes``, default --minutes-per-run), pick its threshold on
     20-24; checkpoint to --work/<ck_name or name>.pt."""
     border, elastic = ARMS[name]
-    cfg = EmTrainConfig(
-        out_tile=args.out_tile,
-        lr=args.lr,
-        minutes=args.minutes_per_run if minutes is None else minutes,
-        max_iters=args.max_iters,
-        elastic=elastic,
-        seed=args.seed,
-        precision=args.precision,
-    )
+    cfg = arm_config(args, elastic, args.minutes_per_run if minutes is None else minutes)
     fit = train_and_calibrate(
         (data["train_img"], data["train_int"]),
         (data["held_img"], data["held_int"]),
@@ -111,10 +126,7 @@ def run_arm(
     return {
         "weight_map": border,
         "elastic": elastic,
-        "iterations": len(rows),
-        "train_seconds": rows[-1]["seconds"],
-        "loss_first_20": float(np.mean([r["loss"] for r in rows[:20]])),
-        "loss_last_20": float(np.mean([r["loss"] for r in rows[-20:]])),
+        **rows_summary(rows),
         "membrane_threshold": thr,
         "tta": fit.tta,
         "threshold_sweep_v_rand_thinned": sweep,
@@ -438,21 +450,11 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
     source_ck = load_checkpoint(args.work / f"{src.get('checkpoint_prefix', 'long_')}{arm}.pt")
     border, elastic = ARMS[arm]
     minutes = args.refit or src["minutes_per_run"]
-    cfg = EmTrainConfig(
-        out_tile=args.out_tile,
-        lr=args.lr,
-        minutes=minutes,
-        max_iters=args.max_iters,
-        elastic=elastic,
-        seed=args.seed,
-        precision=args.precision,
+    train = (
+        np.concatenate([data["train_img"], data["held_img"]]),
+        np.concatenate([data["train_int"], data["held_int"]]),
     )
-    images = np.concatenate([data["train_img"], data["held_img"]])
-    interior = np.concatenate([data["train_int"], data["held_int"]])
-    model = make_em_model(
-        preset("paper_valid_small", in_channels=1, base_width=args.base_width), args.seed
-    )
-    rows = train_em(model, make_slices(images, interior, w0=10.0 if border else 0.0), cfg)
+    model, rows = train_fresh(train, border, args.base_width, arm_config(args, elastic, minutes))
     ck = args.work / f"refit_00_24_{arm}.pt"
     extra = {**source_ck.extra, "arm": arm, "refit_from": key}
     save_em_checkpoint(ck, model, SLICE_OUT_TILE, extra["membrane_threshold"], extra)
@@ -461,10 +463,7 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
         "arm": arm,
         "train_slices": TRAIN + HELD,
         "minutes_per_run": minutes,
-        "iterations": len(rows),
-        "train_seconds": rows[-1]["seconds"],
-        "loss_first_20": float(np.mean([r["loss"] for r in rows[:20]])),
-        "loss_last_20": float(np.mean([r["loss"] for r in rows[-20:]])),
+        **rows_summary(rows),
         "val": evaluate_val(ck, data, args),
         "note": f"arm, thresholds and TTA as chosen on 20-24 by {key} (its model trained on "
         "00-19); this model trained on 00-24 with them, scored once on 25-29",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -32,23 +34,22 @@ def bce_dice_loss(
     """bce_weight * BCE-with-logits (mean over pixels) + dice_weight * (1 - mean soft Dice per image and label).
     (B, L, H, W) logits and targets -> scalar. ``pixel_weight``: (H, W), mean 1, each pixel's share
     in both terms (``pixel_weights``); None = all alike."""
-    if pixel_weight is None:
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-    else:
-        w = pixel_weight.to(logits.device, torch.float32)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w)
-    dice = soft_dice_per_image(logits, target, weight=pixel_weight).mean()
+    w = None if pixel_weight is None else pixel_weight.to(logits.device, torch.float32)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w)
+    dice = soft_dice_per_image(logits, target, weight=w).mean()
     return bce_weight * bce + dice_weight * (1 - dice)
 
 
 PIXEL_WEIGHTS = ("uniform", "polar_area")
 
 
+@lru_cache(maxsize=8)
 def pixel_weights(kind: str, h: int, w: int) -> torch.Tensor | None:
     """(H, W) loss weights of mean 1, or None for "uniform". "polar_area": for polar images (rows
     = radius, ``biounet.fundus.polar``), row i weighs (i + 0.5) / H x 2, the area of the Cartesian
     crop its pixels stand for, so the loss counts the crop as a Cartesian loss would; without it
-    the pixels near the centre (the cup) count as much as the far larger ring at the disc's edge."""
+    the pixels near the centre (the cup) count as much as the far larger ring at the disc's edge.
+    Made once per kind and size (every training batch asks for it): never modify the result."""
     if kind == "uniform":
         return None
     if kind == "polar_area":

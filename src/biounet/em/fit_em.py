@@ -164,6 +164,20 @@ def em_extra(fit: EmFit, extra: dict | None = None) -> dict:
     return {**(extra or {}), "tta": fit.tta, "pixel_error_threshold": fit.pixel_threshold}
 
 
+def train_fresh(
+    train: tuple[np.ndarray, np.ndarray], weight_map: bool, base_width: int, cfg: EmTrainConfig
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """A new ``paper_valid_small`` at ``base_width`` (the paper's initialisation) trained on
+    (images (N, H, W) uint8, interior (N, H, W) bool) ``train``, with the border weight map
+    (w0 = 10) or class balance only: (model, ``train_em``'s rows)."""
+    slices = make_slices(*train, w0=10.0 if weight_map else 0.0)
+    model = make_em_model(
+        preset("paper_valid_small", in_channels=1, base_width=base_width), cfg.seed
+    )
+    log.info("%d train slices; %s parameters", len(train[0]), f"{count_parameters(model):,}")
+    return model, train_em(model, slices, cfg)
+
+
 def train_and_calibrate(
     train: tuple[np.ndarray, np.ndarray],
     held: tuple[np.ndarray, np.ndarray],
@@ -177,17 +191,8 @@ def train_and_calibrate(
     """Train ``paper_valid_small`` at ``base_width`` on (images (N, H, W) uint8, interior (N, H, W)
     bool) ``train``, choose the membrane threshold and TTA on ``held`` (``calibrate``), write
     ``checkpoint``."""
-    slices = make_slices(*train, w0=10.0 if weight_map else 0.0)
-    model = make_em_model(
-        preset("paper_valid_small", in_channels=1, base_width=base_width), cfg.seed
-    )
-    log.info(
-        "%d train / %d held-out slices; %s parameters",
-        len(train[0]),
-        len(held[0]),
-        f"{count_parameters(model):,}",
-    )
-    rows = train_em(model, slices, cfg)
+    log.info("%d train / %d held-out slices", len(train[0]), len(held[0]))
+    model, rows = train_fresh(train, weight_map, base_width, cfg)
     fit = calibrate(model, held, cfg.precision, thresholds)
     fit.rows = rows
     save_em_checkpoint(checkpoint, model, SLICE_OUT_TILE, fit.threshold, em_extra(fit, extra))

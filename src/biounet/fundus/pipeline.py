@@ -131,7 +131,7 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
         train=TrainConfig(
             epochs=fc.roi_epochs,
             max_minutes=fc.roi_minutes,
-            pixel_weight="polar_area" if fc.polar and fc.polar_area_loss else "uniform",
+            pixel_weight="polar_area" if fc.polar_area_loss else "uniform",  # needs polar
             **train,
         ),
         preset=fc.roi_preset,
