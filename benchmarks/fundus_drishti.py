@@ -189,6 +189,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "roi_epochs": 300,
         "polar_area_loss": True,
     },
+    # the adopted recipe with the colour augmentation (saturation down to grey, per-channel gamma;
+    # chosen for other cameras by fundus_generalization.py --select; with --fresh-base
+    # cv_ablation_polar_area_loss --roi-epochs 300)
+    "colour_augment": {
+        "val_fraction": 0.0,
+        "polar": True,
+        "roi_epochs": 300,
+        "polar_area_loss": True,
+        "colour_augment": True,
+    },
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
 # epochs on polar crops with the area-weighted loss, no image held out. Its fold pipelines are those

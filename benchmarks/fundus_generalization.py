@@ -53,6 +53,9 @@ class Run(NamedTuple):
     scale_jitter: tuple[float, float] = SCALE_JITTER  # ROI crops' side factor range (training)
     val_fraction: float = 0.2  # training images held out per dataset; 0: none, last epoch kept
     polar: bool = False  # the crop model on polar crops (FundusConfig.polar)
+    colour_augment: bool = False  # saturation + per-channel gamma (FundusConfig.colour_augment)
+    area_loss: bool = False  # area-weighted polar loss (FundusConfig.polar_area_loss)
+    grey: bool = False  # both stages on the luminance (FundusConfig.grey)
 
 
 RUNS = {
@@ -73,6 +76,32 @@ RUNS = {
     "both_all_polar": Run(("drishti", "refuge"), True, 5, 3, val_fraction=0.0, polar=True),
     # REFUGE only with the adopted recipe (no hold-out, polar crops): does it carry to Drishti-GS1?
     "refuge_all_polar": Run(("refuge",), True, 5, 3, val_fraction=0.0, polar=True),
+    # colour augmentation (saturation down to grey, per-channel gamma), chosen with --select on
+    # Drishti-GS1's training photographs at a fifth of the budget: refuge_small vs
+    # refuge_small_colour
+    "refuge_small": Run(("refuge",), True, 1, 1, val_fraction=0.0, polar=True),
+    "refuge_small_colour": Run(
+        ("refuge",), True, 1, 1, val_fraction=0.0, polar=True, colour_augment=True
+    ),
+    "refuge_small_grey": Run(
+        ("refuge",), True, 1, 1, val_fraction=0.0, polar=True, colour_augment=True, grey=True
+    ),
+    # refuge_all_polar as --select chose: both stages on the luminance, gamma augmentation
+    "refuge_all_polar_grey": Run(
+        ("refuge",), True, 5, 3, val_fraction=0.0, polar=True, colour_augment=True, grey=True
+    ),
+    # both_all_polar with the recipe the Drishti-GS1 cross-validation adopted since (area-weighted
+    # polar loss) and the colour augmentation
+    "both_all_polar_colour": Run(
+        ("drishti", "refuge"),
+        True,
+        5,
+        3,
+        val_fraction=0.0,
+        polar=True,
+        colour_augment=True,
+        area_loss=True,
+    ),
 }
 ADOPTED = "both_all_polar"  # the two-dataset model the README recommends
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
@@ -103,6 +132,9 @@ def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Name
         roi_scale_jitter=run.scale_jitter,
         val_fraction=run.val_fraction,
         polar=run.polar,
+        colour_augment=run.colour_augment,
+        polar_area_loss=run.area_loss,
+        grey=run.grey,
     )
     t0 = time.perf_counter()
     ck = fit_fundus(fc, out)
@@ -122,13 +154,15 @@ def n_training(root: Path, val_fraction: float) -> int:
     return n - (max(1, round(n * val_fraction)) if val_fraction > 0 else 0)
 
 
-def evaluate_run(ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None) -> dict:
-    out = work / f"eval_{ck.parent.name}_on_{test}"
+def evaluate_run(
+    ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None, split: str = "test"
+) -> dict:
+    out = work / (f"eval_{ck.parent.name}_on_{test}" + ("" if split == "test" else f"_{split}"))
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
     else:
         summary = evaluate_checkpoint(
-            ck, root, "test", out, tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE, report=False
+            ck, root, split, out, tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE, report=False
         )
     rows = list(csv.DictReader((out / "per_image_measures.csv").open()))
     diagnosis = read_diagnosis(labels_csv)
@@ -222,6 +256,54 @@ def merged_with_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
     return merged
 
 
+def select(args: argparse.Namespace, roots: dict[str, Path], t_start: float) -> None:
+    """Train ``--runs`` and score each on the 50 Drishti-GS1 *training* photographs (for runs that
+    did not train on them: a recipe for unseen cameras chosen without any test image)."""
+    scores: dict[str, Any] = {}
+    train_s: dict[str, float] = {}
+    for name in args.runs.split(","):
+        if "drishti" in RUNS[name].sources:
+            raise SystemExit(f"--select: run {name} trained on Drishti-GS1's training images")
+        ck = train_run(name, roots, args.work, args)
+        train_s[name] = float((ck.parent / "train_seconds.txt").read_text())
+        logging.info("scoring %s on Drishti-GS1 train", name)
+        scores[name] = evaluate_run(ck, "drishti", roots["drishti"], args.work, None, "train")
+    result = {
+        "commit": git_commit(),
+        "machine": machine(),
+        "wall_time_s": time.perf_counter() - t_start,
+        "scored_on": "Drishti-GS1 training split (50 photographs), >= 2 experts masks",
+        "settings": {
+            "locator_draws": args.locator_draws,
+            "roi_draws": args.roi_draws,
+            "runs": {k: RUNS[k]._asdict() for k in scores},
+        },
+        "train_time_s": train_s,
+        "runs": scores,
+    }
+    name = "fundus_generalization_selection" + ("_quick" if args.quick else "")
+    out = args.work if args.quick else RESULTS
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Fundus recipe selection on Drishti-GS1's training photographs",
+        "",
+        f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s",
+        "",
+        "Runs trained without Drishti-GS1, scored on its 50 training photographs (never its test "
+        "set); per-image means; vCDR MAE vs the experts' mean.",
+        "",
+        "| run | disc Dice | cup Dice | vCDR MAE | flagged | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, r in scores.items():
+        lines.append(
+            f"| {k} | {r['disc']['dice_mean']:.3f} | {r['cup']['dice_mean']:.3f} | "
+            f"{r['vcdr_mae']:.3f} | {r['flagged_doubtful']} | {train_s[k]:.0f} |"
+        )
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print((out / f"{name}.md").read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
@@ -235,6 +317,12 @@ def main() -> None:
     ap.add_argument("--crop-images", type=int, default=100, help="REFUGE test images for crops")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny budgets and subsets: a smoke test")
+    ap.add_argument(
+        "--select",
+        action="store_true",
+        help="train --runs and score them on Drishti-GS1's training photographs only (choosing a "
+        "recipe for other datasets without a test image): fundus_generalization_selection.*",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.quick:
@@ -247,6 +335,9 @@ def main() -> None:
         "refuge": (roots["refuge"], roots["refuge"] / "meta" / "labels.csv"),
     }
     t_start = time.perf_counter()
+    if args.select:
+        select(args, roots, t_start)
+        return
     runs: dict[str, Any] = {}
     train_s: dict[str, float] = {}
     for name in args.runs.split(","):

@@ -7,11 +7,14 @@ import torch
 
 from biounet.data.camera import (
     CameraParams,
+    ColourParams,
     camera_augment,
+    colour_augment,
     colour_cast,
     gaussian_blur,
     illumination_field,
     jpeg,
+    saturate,
 )
 
 
@@ -57,3 +60,61 @@ def test_camera_augment_keeps_shape_and_range_is_seeded_and_off_at_p0() -> None:
     assert torch.allclose(off, x, atol=1e-6)
     grey = camera_augment(x[:, :1], torch.Generator().manual_seed(5))
     assert grey.shape == (6, 1, 24, 20)
+
+
+def test_saturate_zero_is_luminance_one_is_identity_two_doubles_the_distance() -> None:
+    x = torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1).expand(3, 3, 1, 1)
+    grey = 0.299 * 0.5 + 0.587 * 0.25  # 0.29625
+    out = saturate(x, torch.tensor([0.0, 1.0, 2.0]))
+    assert out[0, :, 0, 0].tolist() == pytest.approx([grey] * 3)
+    assert out[1, :, 0, 0].tolist() == pytest.approx([0.5, 0.25, 0.0])
+    # 2x the distance from grey, clamped to [0, 1]: 0.70375, 0.20375, -0.29625 -> 0
+    assert out[2, :, 0, 0].tolist() == pytest.approx([0.70375, 0.20375, 0.0])
+
+
+def test_colour_augment_gamma_only_moves_mid_greys_and_is_seeded() -> None:
+    x = torch.rand(8, 3, 6, 5, generator=torch.Generator().manual_seed(2))
+    a = colour_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, colour_augment(x, torch.Generator().manual_seed(3)))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+    off = colour_augment(x, torch.Generator().manual_seed(3), ColourParams(p=0.0))
+    assert torch.allclose(off, x, atol=1e-6)
+    # gamma alone (no saturation change) keeps black black and white white
+    ends = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).expand(8, 3, 1, 2)
+    g = colour_augment(ends, torch.Generator().manual_seed(3), ColourParams(saturation=(1, 1)))
+    assert torch.equal(g, ends)
+    grey = colour_augment(x[:, :1], torch.Generator().manual_seed(3))  # no saturation for grey
+    assert grey.shape == (8, 1, 6, 5)
+
+
+def test_colour_augment_turns_some_images_grey() -> None:
+    x = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    p = ColourParams(p=1.0, saturation=(0.0, 0.0), gamma=0.0)
+    out = colour_augment(x, torch.Generator().manual_seed(0), p)
+    assert out.std(dim=1).max().item() < 1e-6  # every image grey: channels equal
+
+
+def test_colour_augment_option_reaches_both_fundus_stages_and_plain_training() -> None:
+    from biounet.cli import parser
+    from biounet.cli_commands import build_run_config
+    from biounet.fundus.pipeline import FundusConfig, stage_configs
+
+    loc, roi = stage_configs(FundusConfig(colour_augment=True))
+    assert loc.data.colour_augment and roi.data.colour_augment
+    assert not stage_configs(FundusConfig())[1].data.colour_augment
+    a = parser().parse_args(["train", "--data", "d", "--out", "o", "--colour-augment"])
+    assert build_run_config(a).data.colour_augment
+    a = parser().parse_args(["train", "--data", "d", "--out", "o"])
+    assert not build_run_config(a).data.colour_augment
+
+
+def test_fundus_training_with_one_input_channel_is_a_grey_pipeline(monkeypatch) -> None:
+    import biounet.fundus.pipeline as pipeline
+    from biounet.cli import main
+
+    seen = []
+    monkeypatch.setattr(pipeline, "fit_fundus", lambda fc, out: seen.append(fc) or out)
+    for extra in (["--in-channels", "1", "--colour-augment"], []):
+        main(["train", "--pipeline", "fundus", "--data", "d", "--out", "o", *extra])
+    assert seen[0].grey and seen[0].colour_augment
+    assert not seen[1].grey and not seen[1].colour_augment

@@ -126,10 +126,29 @@ def test_fundus_pipeline_trains_on_two_datasets_of_different_sizes(
     from biounet.data.io import read_image
     from biounet.fundus.pipeline import FundusPredictor, fit_fundus
 
-    ck = fit_fundus(tiny_fundus(two_sets / "both.yaml", camera_augment=True), tmp_path / "run")
+    fc = tiny_fundus(two_sets / "both.yaml", camera_augment=True, colour_augment=True)
+    ck = fit_fundus(fc, tmp_path / "run")
     pred = FundusPredictor(load_any(ck), precision="fp32")
     for name in ("a/images/a_010.png", "b/images/b_005.png"):
         img = read_image(two_sets / name)
         r = pred.predict(img)
         assert r.masks["disc"].shape == img.shape[:2]
         assert np.isfinite(r.prob).all()
+
+
+def test_a_grey_fundus_pipeline_trains_on_luminance_and_reads_colour_photographs(
+    two_sets: Path, tiny_fundus, tmp_path: Path
+) -> None:
+    from biounet.checkpoint import load_any
+    from biounet.data.io import read_image
+    from biounet.fundus.pipeline import FundusPredictor, fit_fundus, stage_configs
+
+    fc = tiny_fundus(two_sets / "a", grey=True, colour_augment=True)
+    assert [c.model.in_channels for c in stage_configs(fc)] == [1, 1]
+    ck = load_any(fit_fundus(fc, tmp_path / "run"))
+    assert ck.parts["locator"].preprocess["in_channels"] == 1
+    assert ck.parts["roi"].preprocess["in_channels"] == 1
+    img = read_image(two_sets / "a/images/a_010.png")
+    assert img.shape[-1] == 3  # an RGB photograph, converted to luminance by predict
+    r = FundusPredictor(ck, precision="fp32").predict(img)
+    assert r.masks["disc"].shape == img.shape[:2] and r.prob.shape[0] == 2

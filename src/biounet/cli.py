@@ -142,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
         "--in-channels",
         type=positive_int,
         choices=(1, 3),
-        help="network input channels: 1 (grey) or 3 (RGB) (default: from the images)",
+        help="network input channels: 1 (grey) or 3 (RGB) (default: from the images); "
+        "--pipeline fundus with 1: both stages on the luminance",
     )
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
@@ -170,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
         "--camera-augment",
         action="store_true",
         help="also colour cast, uneven illumination, blur, noise, JPEG (robustness to other cameras)",
+    )
+    t.add_argument(
+        "--colour-augment",
+        action="store_true",
+        help="also saturation (down to grey) and per-channel gamma (other cameras' colours)",
     )
     t.add_argument(
         "--pipeline",

@@ -62,6 +62,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         val_fraction=a.val_fraction,
         augment=not a.no_augment,
         camera_augment=a.camera_augment,
+        colour_augment=a.colour_augment,
     )
     train = TrainConfig(
         epochs=pick(a.epochs, "epochs"),
@@ -163,6 +164,8 @@ def train_fundus(a: argparse.Namespace) -> int:
         roi_scale=a.roi_scale,
         roi_minutes=a.max_minutes or 0.0,
         camera_augment=a.camera_augment,
+        colour_augment=a.colour_augment,
+        grey=a.in_channels == 1,  # both stages on the luminance
         soft_targets=a.soft_targets,
         polar=a.polar,
         polar_area_loss=a.polar_area_loss,

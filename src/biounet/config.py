@@ -53,6 +53,8 @@ class DataConfig:
     ``best.pt``, its validation scores then on one training image, a sanity check only.
     ``camera_augment``: also colour cast, uneven illumination, blur, noise and JPEG
     (``biounet.data.camera``), for models that must work on other cameras and clinics.
+    ``colour_augment``: also saturation (down to grey) and per-channel gamma
+    (``biounet.data.camera.colour_augment``): colour relations the per-image z-score keeps.
     ``train_stems``: when set, only these stems of the training split are used (cross-validation
     folds select images this way, without copying data); the validation images are then a
     ``val_fraction`` of them, and a splits.json "val" list is not used.
@@ -67,6 +69,7 @@ class DataConfig:
     augment: bool = True
     train_stems: tuple[str, ...] = ()
     camera_augment: bool = False
+    colour_augment: bool = False
 
 
 CHECKPOINTING_SCOPES = ("off", "top", "all")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from biounet.config import RunConfig
-from biounet.data.camera import camera_augment
+from biounet.data.camera import camera_augment, colour_augment
 from biounet.data.dataset import ArrayDataset, load_arrays
 from biounet.data.folder import (
     Sample,
@@ -129,4 +129,6 @@ def array_batches(
             x, y = img.float() / 255.0, mask.float()
         if cfg.data.camera_augment:
             x = camera_augment(x, gen)
+        if cfg.data.colour_augment:
+            x = colour_augment(x, gen)
         yield rank_slice(x, dist), rank_slice(y, dist)

@@ -73,7 +73,10 @@ class FundusConfig:
     the crops resampled to polar coordinates around their centre (``biounet.fundus.polar``; its
     validation Dice is then measured there too); predict maps its output back. ``polar_area_loss``
     (with ``polar``): the ROI model's loss weighs each polar pixel by the crop area it stands for
-    (``biounet.losses.pixel_weights``)."""
+    (``biounet.losses.pixel_weights``). ``colour_augment``: saturation and per-channel gamma
+    augmentation (``biounet.data.camera.colour_augment``). ``grey``: both stages see the images'
+    luminance (one input channel; predict converts any image the same way): no camera's colours
+    to learn."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -95,6 +98,8 @@ class FundusConfig:
     roi_minutes: float = 0.0
     train_split: str = "train"
     camera_augment: bool = False
+    colour_augment: bool = False
+    grey: bool = False
     soft_targets: bool = False
     polar: bool = False
     polar_area_loss: bool = False
@@ -111,6 +116,7 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
         "val_fraction": fc.val_fraction,
         "train_split": fc.train_split,
         "camera_augment": fc.camera_augment,
+        "colour_augment": fc.colour_augment,
     }
     train = {
         "batch_size": fc.batch_size,
@@ -121,13 +127,13 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     }
     loc = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.locator_size, **common),
-        model=preset(fc.locator_preset, in_channels=0),
+        model=preset(fc.locator_preset, in_channels=1 if fc.grey else 0),
         train=TrainConfig(epochs=fc.locator_epochs, max_minutes=fc.locator_minutes, **train),
         preset=fc.locator_preset,
     )
     roi = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.roi_size, **common),
-        model=preset(fc.roi_preset, in_channels=0),
+        model=preset(fc.roi_preset, in_channels=1 if fc.grey else 0),
         train=TrainConfig(
             epochs=fc.roi_epochs,
             max_minutes=fc.roi_minutes,
@@ -158,7 +164,7 @@ def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> 
     t_loc = time.perf_counter() - t0
     gen = seed_everything(fc.seed)
     tr, val, labels = split_samples(roi_cfg)
-    channels = read_image(tr[0].image).shape[-1]
+    channels = 1 if fc.grey else read_image(tr[0].image).shape[-1]
     roi_cfg = with_data_facts(roi_cfg, labels, channels)
     (out_dir / "roi").mkdir(exist_ok=True)
     roi_cfg.save_yaml(out_dir / "roi" / "config.yaml")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from biounet.config import RunConfig
-from biounet.data.camera import camera_augment
+from biounet.data.camera import camera_augment, colour_augment
 from biounet.data.dataset import ArrayDataset, load_masks, sample_weights
 from biounet.data.folder import Sample
 from biounet.data.io import read_image
@@ -181,6 +181,8 @@ def roi_batches(
             x = photometric(x, p, gen)
         if cfg.data.camera_augment:
             x = camera_augment(x, gen)
+        if cfg.data.colour_augment:
+            x = colour_augment(x, gen)
         if polar:
             x, y = to_polar(x), to_polar(y, "nearest")
         yield x, y
