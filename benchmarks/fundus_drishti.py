@@ -189,15 +189,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "roi_epochs": 300,
         "polar_area_loss": True,
     },
-    # the adopted recipe with the colour augmentation (saturation down to grey, per-channel gamma;
-    # chosen for other cameras by fundus_generalization.py --select; with --fresh-base
-    # cv_ablation_polar_area_loss --roi-epochs 300)
-    "colour_augment": {
+    # the adopted recipe on the luminance (both stages one channel) with per-channel gamma
+    # augmentation: what fundus_generalization.py --select chose for other cameras (with
+    # --fresh-base cv_ablation_polar_area_loss --roi-epochs 300)
+    "grey": {
         "val_fraction": 0.0,
         "polar": True,
         "roi_epochs": 300,
         "polar_area_loss": True,
         "colour_augment": True,
+        "grey": True,
     },
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
