@@ -71,6 +71,8 @@ def pipeline_config(data: Path, args: argparse.Namespace) -> FundusConfig:
         val_fraction=args.val_fraction,
         polar=args.polar,
         polar_area_loss=args.polar_area_loss,
+        colour_augment=args.colour_augment,
+        grey=args.grey,
     )
 
 
@@ -215,6 +217,8 @@ ADOPTED = argparse.Namespace(
     val_fraction=0.0,
     polar=True,
     polar_area_loss=True,
+    colour_augment=False,
+    grey=False,
 )
 ADOPTED_ABLATION = "polar_area_loss"
 
@@ -674,6 +678,14 @@ def main() -> None:
         action="store_true",
         help="with --polar: the crop model's loss weighs polar pixels by their crop area "
         "(FundusConfig.polar_area_loss)",
+    )
+    ap.add_argument(
+        "--colour-augment",
+        action="store_true",
+        help="saturation and per-channel gamma augmentation (FundusConfig.colour_augment)",
+    )
+    ap.add_argument(
+        "--grey", action="store_true", help="both stages on the luminance (FundusConfig.grey)"
     )
     ap.add_argument("--seed-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)

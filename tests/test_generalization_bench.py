@@ -113,3 +113,45 @@ def test_update_results_keeps_each_sections_commit(tmp_path: Path, monkeypatch) 
     assert d["commit"] == "ccc"
     assert d["commits"] == {"test": "aaa", "cv": "bbb", "cv_ablation": "ccc"}
     assert json.loads((tmp_path / "r.json").read_text())["test"] == {"x": 1}
+
+
+def test_select_scores_runs_on_drishti_training_photographs_and_refuses_drishti_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    calls = []
+
+    def fake_train(name, roots, work, args):
+        (work / name).mkdir(parents=True, exist_ok=True)
+        (work / name / "train_seconds.txt").write_text("12.5\n")
+        return work / name / "fundus.pt"
+
+    def fake_eval(ck, test, root, work, labels_csv, split="test"):
+        calls.append((ck.parent.name, test, split))
+        return {
+            "disc": {"dice_mean": 0.96},
+            "cup": {"dice_mean": 0.78},
+            "vcdr_mae": 0.15,
+            "flagged_doubtful": 1,
+        }
+
+    monkeypatch.setattr(fg, "train_run", fake_train)
+    monkeypatch.setattr(fg, "evaluate_run", fake_eval)
+    args = argparse.Namespace(
+        runs="refuge_small,refuge_small_grey",
+        work=tmp_path,
+        quick=True,
+        locator_draws=40,
+        roi_draws=40,
+    )
+    fg.select(args, {"drishti": tmp_path / "d", "refuge": tmp_path / "r"}, 0.0)
+    assert calls == [
+        ("refuge_small", "drishti", "train"),
+        ("refuge_small_grey", "drishti", "train"),
+    ]
+    md = (tmp_path / "fundus_generalization_selection_quick.md").read_text()
+    assert "| refuge_small_grey | 0.960 | 0.780 | 0.150 | 1 | 12 |" in md
+    args.runs = "both_all_polar"
+    with pytest.raises(SystemExit, match="trained on Drishti-GS1"):
+        fg.select(args, {}, 0.0)
