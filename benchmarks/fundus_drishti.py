@@ -204,10 +204,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
 }
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
-# epochs on polar crops with the area-weighted loss, no image held out. Its fold pipelines are those
-# of --stage ablate --ablate polar_area_loss --fresh-base cv_ablation_polar_epochs_300 --roi-epochs
-# 300 (``fresh_dir(work, ADOPTED_ABLATION, k)``; the recipes before: polar_epochs_300, polar (200
-# epochs), then no_holdout (Cartesian crops)).
+# epochs on polar crops with the area-weighted loss, both stages on the luminance with gamma
+# augmentation, no image held out. Its fold pipelines are those of --stage ablate --ablate grey
+# --fresh-base cv_ablation_polar_area_loss --roi-epochs 300 (``fresh_dir(work, ADOPTED_ABLATION,
+# k)``; the recipes before: polar_area_loss, polar_epochs_300, polar (200 epochs), then no_holdout
+# (Cartesian crops)).
 ADOPTED = argparse.Namespace(
     locator_epochs=40,
     roi_epochs=300,
@@ -217,10 +218,10 @@ ADOPTED = argparse.Namespace(
     val_fraction=0.0,
     polar=True,
     polar_area_loss=True,
-    colour_augment=False,
-    grey=False,
+    colour_augment=True,
+    grey=True,
 )
-ADOPTED_ABLATION = "polar_area_loss"
+ADOPTED_ABLATION = "grey"
 
 
 def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:

@@ -90,9 +90,10 @@ RUNS = {
     "refuge_all_polar_grey": Run(
         ("refuge",), True, 5, 3, val_fraction=0.0, polar=True, colour_augment=True, grey=True
     ),
-    # both_all_polar with the recipe the Drishti-GS1 cross-validation adopted since (area-weighted
-    # polar loss) and the colour augmentation
-    "both_all_polar_colour": Run(
+    # both_all_polar with what was chosen since: the area-weighted polar loss (Drishti-GS1
+    # cross-validation), both stages on the luminance with gamma augmentation (--select on
+    # Drishti-GS1 training photographs, then the Drishti-GS1 cross-validation, ablation "grey")
+    "both_all_polar_grey": Run(
         ("drishti", "refuge"),
         True,
         5,
@@ -101,6 +102,7 @@ RUNS = {
         polar=True,
         colour_augment=True,
         area_loss=True,
+        grey=True,
     ),
 }
 ADOPTED = "both_all_polar"  # the two-dataset model the README recommends
