@@ -105,7 +105,8 @@ RUNS = {
         grey=True,
     ),
 }
-ADOPTED = "both_all_polar"  # the two-dataset model the README recommends
+# the two-dataset model the README recommends: the recipe the Drishti-GS1 cross-validation adopted
+ADOPTED = "both_all_polar_grey"
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
 
