@@ -40,7 +40,7 @@ from biounet.fundus.screening import referral_stats  # noqa: E402
 from biounet.fundus.train_roi import SCALE_JITTER  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
 from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
-from generalization_report import write_markdown  # noqa: E402
+from generalization_report import write_markdown, write_selection_markdown  # noqa: E402
 
 LABELS = ("disc", "cup")
 
@@ -287,23 +287,7 @@ def select(args: argparse.Namespace, roots: dict[str, Path], t_start: float) -> 
     name = "fundus_generalization_selection" + ("_quick" if args.quick else "")
     out = args.work if args.quick else RESULTS
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# Fundus recipe selection on Drishti-GS1's training photographs",
-        "",
-        f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s",
-        "",
-        "Runs trained without Drishti-GS1, scored on its 50 training photographs (never its test "
-        "set); per-image means; vCDR MAE vs the experts' mean.",
-        "",
-        "| run | disc Dice | cup Dice | vCDR MAE | flagged | train s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for k, r in scores.items():
-        lines.append(
-            f"| {k} | {r['disc']['dice_mean']:.3f} | {r['cup']['dice_mean']:.3f} | "
-            f"{r['vcdr_mae']:.3f} | {r['flagged_doubtful']} | {train_s[k]:.0f} |"
-        )
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_selection_markdown(result, out / f"{name}.md")
     print((out / f"{name}.md").read_text())
 
 

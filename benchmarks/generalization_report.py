@@ -98,3 +98,25 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
                 f"{c['disc_dice_mean']:.3f} | {c['cup_dice_mean']:.3f} |"
             )
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_selection_markdown(result: dict[str, Any], path: Path) -> None:
+    """The table of ``fundus_generalization.py --select``: each run's Drishti-GS1 training-split
+    scores and training time."""
+    lines = [
+        "# Fundus recipe selection on Drishti-GS1's training photographs",
+        "",
+        f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s",
+        "",
+        "Runs trained without Drishti-GS1, scored on its 50 training photographs (never its test "
+        "set); per-image means; vCDR MAE vs the experts' mean.",
+        "",
+        "| run | disc Dice | cup Dice | vCDR MAE | flagged | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, r in result["runs"].items():
+        lines.append(
+            f"| {k} | {r['disc']['dice_mean']:.3f} | {r['cup']['dice_mean']:.3f} | "
+            f"{r['vcdr_mae']:.3f} | {r['flagged_doubtful']} | {result['train_time_s'][k]:.0f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")

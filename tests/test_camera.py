@@ -118,3 +118,16 @@ def test_fundus_training_with_one_input_channel_is_a_grey_pipeline(monkeypatch) 
         main(["train", "--pipeline", "fundus", "--data", "d", "--out", "o", *extra])
     assert seen[0].grey and seen[0].colour_augment
     assert not seen[1].grey and not seen[1].colour_augment
+
+
+def test_appearance_augment_is_camera_then_colour_each_when_asked() -> None:
+    from biounet.data.camera import appearance_augment
+
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    g = gen()
+    both = colour_augment(camera_augment(x, g), g)
+    assert torch.equal(appearance_augment(x, gen(), True, True), both)
+    assert torch.equal(appearance_augment(x, gen(), True, False), camera_augment(x, gen()))
+    assert torch.equal(appearance_augment(x, gen(), False, True), colour_augment(x, gen()))
+    assert appearance_augment(x, gen(), False, False) is x

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from biounet.config import RunConfig
-from biounet.data.camera import camera_augment, colour_augment
+from biounet.data.camera import appearance_augment
 from biounet.data.dataset import ArrayDataset, load_arrays
 from biounet.data.folder import (
     Sample,
@@ -127,8 +127,5 @@ def array_batches(
             x, y = augment_batch(img, mask, aug, gen)
         else:
             x, y = img.float() / 255.0, mask.float()
-        if cfg.data.camera_augment:
-            x = camera_augment(x, gen)
-        if cfg.data.colour_augment:
-            x = colour_augment(x, gen)
+        x = appearance_augment(x, gen, cfg.data.camera_augment, cfg.data.colour_augment)
         yield rank_slice(x, dist), rank_slice(y, dist)

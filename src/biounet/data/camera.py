@@ -1,8 +1,9 @@
 """Camera augmentation: what changes between cameras, clinics and hospitals rather than between
 eyes. Colour cast, uneven illumination, defocus blur, sensor noise and JPEG compression, each
 applied to a random share of the images of a batch; and (``colour_augment``) the colour changes
-that a per-image, per-channel z-score does not undo: saturation and per-channel gamma. Pure functions of (B, C, H, W) float images in
-[0, 1] and a seeded generator; the masks are untouched (none of these moves a pixel).
+that a per-image, per-channel z-score does not undo: saturation and per-channel gamma. Pure
+functions of (B, C, H, W) float images in [0, 1] and a seeded generator; the masks are untouched
+(none of these moves a pixel).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from biounet.data.transforms import LUMA
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class ColourParams:
 
 def saturate(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """x (B, 3, H, W) in [0, 1], factor (B,) -> grey + factor * (x - grey), clamped to [0, 1];
-    grey is the luminance (0.299 R + 0.587 G + 0.114 B). Factor 0 gives grey, 1 the image."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+    grey is the luminance (``LUMA``, as ``match_channels`` makes grey images). Factor 0 gives
+    grey, 1 the image."""
+    w = torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1)
     grey = (x * w).sum(1, keepdim=True)
     return (grey + factor.view(-1, 1, 1, 1) * (x - grey)).clamp(0, 1)
 
@@ -123,3 +127,16 @@ def colour_augment(
     on = torch.rand(b, generator=gen) < p.p
     log_g = (torch.rand(b, c, generator=gen) * 2 - 1) * p.gamma * on[:, None]
     return x.clamp_min(0).pow(log_g.exp()[:, :, None, None])
+
+
+def appearance_augment(
+    x: torch.Tensor, gen: torch.Generator, camera: bool, colour: bool
+) -> torch.Tensor:
+    """(B, C, H, W) float in [0, 1] -> ``camera_augment`` then ``colour_augment``, each when asked
+    (``DataConfig.camera_augment`` / ``colour_augment``): what every training batch maker applies
+    after its geometry and photometric steps."""
+    if camera:
+        x = camera_augment(x, gen)
+    if colour:
+        x = colour_augment(x, gen)
+    return x

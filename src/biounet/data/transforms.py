@@ -69,6 +69,10 @@ def normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (x - mean) / (std + eps)
 
 
+# ITU-R BT.601 luminance weights of R, G, B: grey images from RGB ones, here and in augmentation
+LUMA = (0.299, 0.587, 0.114)
+
+
 def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     """(H, W, C) -> (H, W, channels): grey is repeated to RGB, RGB becomes luminance for 1 channel."""
     c = img.shape[-1]
@@ -77,7 +81,7 @@ def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     if c == 1 and channels == 3:
         return np.repeat(img, 3, axis=-1)
     if c == 3 and channels == 1:
-        lum = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        lum = img.astype(np.float32) @ np.array(LUMA, dtype=np.float32)
         return np.clip(lum + 0.5, 0, 255).astype(np.uint8)[..., None]
     raise ValueError(f"cannot map {c} image channels to {channels}")
 

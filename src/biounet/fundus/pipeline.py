@@ -164,7 +164,8 @@ def fit_fundus(fc: FundusConfig, out_dir: Path, reuse_locator: bool = False) -> 
     t_loc = time.perf_counter() - t0
     gen = seed_everything(fc.seed)
     tr, val, labels = split_samples(roi_cfg)
-    channels = 1 if fc.grey else read_image(tr[0].image).shape[-1]
+    # the config's (1 for a grey pipeline) or the images', as prepare_data decides the locator's
+    channels = roi_cfg.model.in_channels or read_image(tr[0].image).shape[-1]
     roi_cfg = with_data_facts(roi_cfg, labels, channels)
     (out_dir / "roi").mkdir(exist_ok=True)
     roi_cfg.save_yaml(out_dir / "roi" / "config.yaml")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from biounet.config import RunConfig
-from biounet.data.camera import camera_augment, colour_augment
+from biounet.data.camera import appearance_augment
 from biounet.data.dataset import ArrayDataset, load_masks, sample_weights
 from biounet.data.folder import Sample
 from biounet.data.io import read_image
@@ -179,10 +179,7 @@ def roi_batches(
         y = crop_roi_windows(masks, rois, size, "nearest", angle, flip, scale=full.mask_scale)
         if cfg.data.augment:
             x = photometric(x, p, gen)
-        if cfg.data.camera_augment:
-            x = camera_augment(x, gen)
-        if cfg.data.colour_augment:
-            x = colour_augment(x, gen)
+        x = appearance_augment(x, gen, cfg.data.camera_augment, cfg.data.colour_augment)
         if polar:
             x, y = to_polar(x), to_polar(y, "nearest")
         yield x, y
