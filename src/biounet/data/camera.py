@@ -125,8 +125,10 @@ def colour_augment(
         factor = lo + (hi - lo) * torch.rand(b, generator=gen)
         x = saturate(x, torch.where(on, factor, torch.ones(b)))
     on = torch.rand(b, generator=gen) < p.p
-    log_g = (torch.rand(b, c, generator=gen) * 2 - 1) * p.gamma * on[:, None]
-    return x.clamp_min(0).pow(log_g.exp()[:, :, None, None])
+    gamma = ((torch.rand(b, c, generator=gen) * 2 - 1) * p.gamma).exp()
+    x = x.clone()
+    x[on] = x[on].pow(gamma[on][:, :, None, None])  # only the chosen images: a power is not cheap
+    return x
 
 
 def appearance_augment(
