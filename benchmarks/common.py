@@ -112,8 +112,8 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         return out.stdout.strip() + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a lent GPU machine)
+        return os.environ.get("BIOUNET_COMMIT", "unknown")
 
 
 def update_results(name: str, key: str, value: Any, results: Path = RESULTS) -> dict[str, Any]:

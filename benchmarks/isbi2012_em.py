@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biounet.checkpoint import load_checkpoint  # noqa: E402
@@ -52,8 +53,9 @@ from biounet.em.train_em import (  # noqa: E402
     save_em_checkpoint,
     threshold_sweep,
 )
+from biounet.infer import pick_device  # noqa: E402
 from biounet.models import count_parameters, preset  # noqa: E402
-from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
+from common import RESULTS, SHARED_DATA, machine, require, update_results  # noqa: E402
 from isbi2012_em_tiling import overlap_tile_check  # noqa: E402
 
 NAME = "isbi2012_em"
@@ -85,6 +87,8 @@ def arm_config(args: argparse.Namespace, elastic: bool, minutes: float) -> EmTra
         elastic=elastic,
         seed=args.seed,
         precision=args.precision,
+        batch_size=args.batch_size,
+        device=args.device,
     )
 
 
@@ -138,7 +142,7 @@ def rescore_arm(arm: dict[str, Any], ck: Path, data: dict[str, np.ndarray], args
     """An arm trained earlier, its threshold and TTA chosen again on 20-24 with the current metrics
     (checkpoint rewritten with them); its training rows stay as they were."""
     c = load_checkpoint(ck)
-    model = c.build()
+    model = c.build().to(pick_device(args.device))
     fit = calibrate(
         model, (data["held_img"], data["held_int"]), args.precision, tuple(args.thresholds)
     )
@@ -156,7 +160,7 @@ def evaluate_val(ck: Path, data: dict[str, np.ndarray], args: argparse.Namespace
     """The one evaluation on slices 25-29: per slice and mean, at the thresholds (and TTA) stored
     in the checkpoint; each slice predicted once and scored once per threshold."""
     c = load_checkpoint(ck)
-    model, tta = c.build(), bool(c.extra.get("tta", False))
+    model, tta = c.build().to(pick_device(args.device)), bool(c.extra.get("tta", False))
     thr, px_thr = c.extra["membrane_threshold"], c.extra["pixel_error_threshold"]
     t0 = time.perf_counter()
     probs = [
@@ -195,17 +199,21 @@ def evaluate_val(ck: Path, data: dict[str, np.ndarray], args: argparse.Namespace
 
 def report(results: Path) -> None:
     d = json.loads((results / f"{NAME}.json").read_text())
-    s = d["settings"]
     lines = [
         "# ISBI 2012 EM membranes: the paper's unpadded U-Net",
         "",
         f"commit `{d['commit']}`, {d['machine']}",
-        "",
-        f"Model `paper_valid_small` at base width {s['base_width']} ({s['parameters']:,} parameters), "
-        f"trained on slices 00-19, {s['minutes_per_run']} min (max_iters {s['max_iters']}) per arm, "
-        f"output tiles {s['out_tile']} px, batch 1, Adam {s['lr']} cosine, {s['precision']}. "
-        "Threshold and arm chosen on slices 20-24; the chosen model scored once on 25-29.",
     ]
+    if "settings" in d:  # the ablation's settings (absent where only longer runs were made)
+        s = d["settings"]
+        lines += [
+            "",
+            f"Model `paper_valid_small` at base width {s['base_width']} ({s['parameters']:,} "
+            f"parameters), trained on slices 00-19, {s['minutes_per_run']} min (max_iters "
+            f"{s['max_iters']}) per arm, output tiles {s['out_tile']} px, batch "
+            f"{s.get('batch_size', 1)}, Adam {s['lr']} cosine, {s['precision']}. Threshold and "
+            "arm chosen on slices 20-24; the chosen model scored once on 25-29.",
+        ]
     if "val" in d:
         v = d["val"]
         lines += ["", "## Val (slices 25-29, mean)", ""]
@@ -240,7 +248,16 @@ def report(results: Path) -> None:
     for key in long_keys(d):
         lr_ = d[key]
         v = lr_["val"]
-        lines += ["", f"## Longer training ({lr_['minutes_per_run']} min per arm)", ""]
+        tag = f", {lr_['tag']}" if lr_.get("tag") else ""
+        lines += ["", f"## Longer training ({lr_['minutes_per_run']} min per arm{tag})", ""]
+        if "setup" in lr_:
+            u = lr_["setup"]
+            lines += [
+                f"Base width {u['base_width']} ({u['parameters']:,} parameters), batch "
+                f"{u['batch_size']}, output tiles {u['out_tile']} px, Adam {u['lr']} cosine, "
+                f"{u['precision']}, on {u['device_name']}.",
+                "",
+            ]
         lines += [
             "| arm | iters | loss first/last 20 | threshold | TTA | held-out pixel error "
             "| held-out V_rand | held-out V_rand thinned |",
@@ -361,6 +378,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.1 * i for i in range(1, 10)])
     ap.add_argument("--mosaic", type=int, default=4, help="mosaic of N x N val slices")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=1, help="training tiles per step")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="name of a longer run's setup (e.g. gpu_w64): results key long_runs_<MINUTES>min_<TAG>",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny budget and model")
     ap.add_argument(
         "--long",
@@ -398,12 +422,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def long_key(minutes: float) -> tuple[str, str]:
-    """-> (results key, checkpoint prefix) of the longer runs of ``minutes`` per arm; 20 min keeps
-    the first names (key long_runs, long_<arm>.pt) so earlier results stay readable."""
+def long_key(minutes: float, tag: str = "") -> tuple[str, str]:
+    """-> (results key, checkpoint prefix) of the longer runs of ``minutes`` per arm (and setup
+    ``tag``); 20 min untagged keeps the first names (key long_runs, long_<arm>.pt) so earlier
+    results stay readable."""
+    if tag:
+        return f"long_runs_{minutes:g}min_{tag}", f"long{minutes:g}_{tag}_"
     if minutes == 20:
         return "long_runs", "long_"
     return f"long_runs_{minutes:g}min", f"long{minutes:g}_"
+
+
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    """What a longer run was trained with, beyond the arm: model width and size, tiles, optimiser,
+    precision and the device (with its name where it is a GPU)."""
+    device = pick_device(args.device)
+    return {
+        "base_width": args.base_width,
+        "parameters": count_parameters(
+            make_em_model(preset("paper_valid_small", base_width=args.base_width), 0)
+        ),
+        "batch_size": args.batch_size,
+        "out_tile": args.out_tile,
+        "lr": args.lr,
+        "precision": args.precision,
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else machine(),
+    }
 
 
 def long_keys(d: dict[str, Any]) -> list[str]:
@@ -415,14 +460,21 @@ def long_keys(d: dict[str, Any]) -> list[str]:
 def long_runs(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
     """The --long-arms trained for --long minutes each, the same protocol: the arm with the best
     held-out V_rand (slices 20-24) is scored once on 25-29."""
-    prefix = long_key(args.long)[1]
+    prefix = long_key(args.long, args.tag)[1]
     runs = {
         name: run_arm(name, data, args, minutes=args.long, ck_name=f"{prefix}{name}")
         for name in args.long_arms
     }
     best = max(runs, key=lambda n: runs[n]["held_out_20_24"][SELECT])
     val = evaluate_val(args.work / f"{prefix}{best}.pt", data, args)
-    return {"minutes_per_run": args.long, "checkpoint_prefix": prefix, "arms": runs, "val": val}
+    return {
+        "minutes_per_run": args.long,
+        "checkpoint_prefix": prefix,
+        "tag": args.tag,
+        "setup": setup(args),
+        "arms": runs,
+        "val": val,
+    }
 
 
 def refit_source(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -447,6 +499,8 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
     d = json.loads((args.results / f"{NAME}.json").read_text())
     key, src = refit_source(d)
     arm = src["val"]["arm"]
+    for k in ("base_width", "batch_size", "out_tile", "lr"):  # trained as the source was
+        setattr(args, k, src.get("setup", {}).get(k, getattr(args, k)))
     source_ck = load_checkpoint(args.work / f"{src.get('checkpoint_prefix', 'long_')}{arm}.pt")
     border, elastic = ARMS[arm]
     minutes = args.refit or src["minutes_per_run"]
@@ -511,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         print((args.results / f"{NAME}.md").read_text())
         return
     if args.long:
-        update_results(NAME, long_key(args.long)[0], long_runs(data, args), args.results)
+        update_results(NAME, long_key(args.long, args.tag)[0], long_runs(data, args), args.results)
         report(args.results)
         print((args.results / f"{NAME}.md").read_text())
         return

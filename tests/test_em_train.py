@@ -26,6 +26,7 @@ from biounet.em.train_em import (
     make_em_model,
     predict_interior,
     save_em_checkpoint,
+    tile_batches,
     train_em,
 )
 from biounet.infer_tiling import mirror_pad
@@ -144,6 +145,21 @@ def test_a_few_iterations_reduce_the_weighted_loss() -> None:
     first = np.mean([r["loss"] for r in rows[:10]])
     last = np.mean([r["loss"] for r in rows[-10:]])
     assert last < 0.7 * first
+
+
+def test_prefetched_batches_are_the_same_draws_in_the_same_order() -> None:
+    """The GPU path cuts the next batch in a worker thread; the draws must not change."""
+    images, interior = synthetic_em(3, 96)
+    slices = make_slices(images, interior, w0=10.0)
+    cfg = EmTrainConfig(out_tile=36, batch_size=2, elastic=True)
+    in_tile = valid_input_size(36, tiny_cfg().depth)
+    plain = tile_batches(slices, cfg, in_tile, torch.Generator().manual_seed(3), prefetch=False)
+    ahead = tile_batches(slices, cfg, in_tile, torch.Generator().manual_seed(3), prefetch=True)
+    for _ in range(4):
+        for a, b in zip(next(plain), next(ahead), strict=True):
+            assert a.shape == b.shape
+            assert torch.equal(a, b)
+    ahead.close()  # the worker thread is shut down with the generator
 
 
 def test_train_em_needs_a_budget() -> None:

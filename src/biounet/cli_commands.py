@@ -354,6 +354,7 @@ def cmd_train_em(a: argparse.Namespace) -> int:
             elastic=not a.no_elastic,
             seed=a.seed,
             precision=a.precision,
+            device=a.device,
         ),
     )
     s = fit_em(cfg, a.out)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from biounet.data.transforms import normalize
 from biounet.em.loss import weighted_cross_entropy
 from biounet.em.metrics import em_scores
 from biounet.em.tiles import EmSlices, sample_batch
-from biounet.infer import autocast, resolve_precision
+from biounet.infer import autocast, pick_device, resolve_precision
 from biounet.infer_tiling import overlap_tile
 from biounet.models import build_model
 from biounet.models.unet_valid import valid_input_size
@@ -41,7 +43,8 @@ class EmTrainConfig:
     model's depth: 4 mod 2**depth); ``minutes`` and ``max_iters`` both stop training (0 = no limit
     for that one, not both 0). ``lr_schedule``: "cosine" decays to 1 % of ``lr`` over the budget
     (by elapsed time or iterations, whichever is further along) or "constant". ``elastic``: the
-    paper's elastic deformation on every tile. ``precision``: "auto", "bf16" or "fp32"."""
+    paper's elastic deformation on every tile. ``precision``: "auto", "bf16" or "fp32".
+    ``device``: "auto" (CUDA where present, else CPU), "cpu" or "cuda[:N]"."""
 
     out_tile: int = 260
     batch_size: int = 1
@@ -54,6 +57,7 @@ class EmTrainConfig:
     seed: int = 0
     precision: str = "auto"
     channels_last: bool = True
+    device: str = "auto"
 
 
 def make_em_model(cfg: ModelConfig, seed: int) -> nn.Module:
@@ -90,7 +94,7 @@ def train_em(
         raise ValueError("set minutes > 0 or max_iters > 0, else training never stops")
     if cfg.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
-    device = device or torch.device("cpu")
+    device = device or pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     depth = model.cfg.depth
     in_tile = valid_input_size(cfg.out_tile, depth)
@@ -101,6 +105,8 @@ def train_em(
     opt = make_adam(model.parameters(), cfg.lr)
     scaler = grad_scaler(precision, device)
     rows: list[dict[str, float]] = []
+    # on a GPU the next batch is cut and deformed on the CPU while the model trains on this one
+    batches = tile_batches(slices, cfg, in_tile, gen, prefetch=device.type != "cpu")
     t0 = time.perf_counter()
     it = 0
     while _progress(cfg, it, time.perf_counter() - t0) < 1.0:
@@ -109,9 +115,7 @@ def train_em(
             lr = cosine_lr(cfg.lr, _progress(cfg, it, time.perf_counter() - t0))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, target, weight = sample_batch(
-            slices, in_tile, cfg.out_tile, cfg.batch_size, gen, cfg.elastic, cfg.elastic_std_px
-        )  # (B, 1, in, in), (B, out, out), (B, out, out)
+        x, target, weight = next(batches)  # (B, 1, in, in), (B, out, out), (B, out, out)
         x = x.to(device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -125,7 +129,30 @@ def train_em(
         )
         if it % 20 == 0:
             log.info("iter %d loss %.4f lr %.2e %.0fs", it, loss.item(), lr, rows[-1]["seconds"])
+    batches.close()
     return rows
+
+
+def tile_batches(
+    slices: EmSlices, cfg: EmTrainConfig, in_tile: int, gen: torch.Generator, prefetch: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless ``sample_batch`` draws, in the same order either way; ``prefetch``: each drawn in a
+    worker thread while the previous one is in use (the sampling's torch ops release the GIL)."""
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return sample_batch(
+            slices, in_tile, cfg.out_tile, cfg.batch_size, gen, cfg.elastic, cfg.elastic_std_px
+        )
+
+    if not prefetch:
+        while True:
+            yield draw()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(draw)
+        while True:
+            batch = pending.result()
+            pending = pool.submit(draw)
+            yield batch
 
 
 @torch.no_grad()
