@@ -258,6 +258,8 @@ def report(results: Path) -> None:
                 f"{u['precision']}, on {u['device_name']}.",
                 "",
             ]
+        if lr_.get("note"):
+            lines += [lr_["note"], ""]
         lines += [
             "| arm | iters | loss first/last 20 | threshold | TTA | held-out pixel error "
             "| held-out V_rand | held-out V_rand thinned |",
