@@ -43,6 +43,7 @@ from biounet.em.fit_em import (  # noqa: E402
     train_and_calibrate,
     train_fresh,
 )
+from biounet.em.metrics import fscore_error, interior_counts  # noqa: E402
 from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
@@ -74,6 +75,7 @@ KEYS = (
     "v_info",
     "v_rand_thinned",
     "v_info_thinned",
+    "pixel_error_fscore",
 )
 
 
@@ -162,39 +164,58 @@ def evaluate_val(ck: Path, data: dict[str, np.ndarray], args: argparse.Namespace
     c = load_checkpoint(ck)
     model, tta = c.build().to(pick_device(args.device)), bool(c.extra.get("tta", False))
     thr, px_thr = c.extra["membrane_threshold"], c.extra["pixel_error_threshold"]
+    f_thr = c.extra.get("pixel_fscore_threshold")  # absent in checkpoints from before it
     t0 = time.perf_counter()
     probs = [
         predict_interior(model, im, SLICE_OUT_TILE, args.precision, tta=tta)
         for im in data["val_img"]
     ]
     seconds = (time.perf_counter() - t0) / len(probs)
-    sweep = threshold_sweep(probs, data["val_int"], tuple(set(args.thresholds) | {thr, px_thr}))
+    chosen = {thr, px_thr} | ({f_thr} if f_thr is not None else set())
+    sweep = threshold_sweep(probs, data["val_int"], tuple(set(args.thresholds) | chosen))
     means = {t: mean_scores(r) for t, r in sweep.items()}
     rows, mean = sweep[thr], means[thr]
     # the leaderboard's way, for comparison only: the best threshold on the scored slices themselves
     grid = {t: means[t] for t in args.thresholds}
     best_t = best_threshold(grid, SELECT)
+    pooled = {t: pooled_fscore_error(probs, data["val_int"], t) for t in sweep}
     return {
         "slices": VAL,
         "arm": c.extra["arm"],
         "membrane_threshold": thr,
         "tta": tta,
         **{k: mean[k] for k in KEYS},
+        "pixel_error_fscore": pooled[thr],
         "pixel_error_threshold": px_thr,
         "pixel_error_at_own_threshold": means[px_thr]["pixel_error"],
+        "pixel_fscore_threshold": f_thr,
+        "pixel_error_fscore_at_own_threshold": None if f_thr is None else pooled[f_thr],
         "leaderboard_style_max_over_thresholds": {
             "threshold": best_t,
             "v_rand_thinned": grid[best_t]["v_rand_thinned"],
             "v_info_thinned": max(m["v_info_thinned"] for m in grid.values()),
+            "pixel_error_fscore": min(pooled[t] for t in args.thresholds),
         },
         "per_slice": {s: {k: r[k] for k in KEYS} for s, r in zip(VAL, rows, strict=True)},
         "predict_seconds_per_slice": seconds,
         "note": "v_rand_thinned / v_info_thinned: foreground-restricted after border thinning (the "
         "challenge's final metrics) at the threshold chosen on 20-24; v_rand / v_info: the same "
-        "without thinning; rand_error: classic 1 - Rand index; adapted_rand_error = 1 - v_rand. "
+        "without thinning; rand_error: classic 1 - Rand index; adapted_rand_error = 1 - v_rand; "
+        "pixel_error: fraction of pixels mislabelled; pixel_error_fscore: the challenge's pixel "
+        "error, 1 - F1 of cell interior with the 5 slices' pixels pooled (Fiji's PixelError). "
         "leaderboard_style_max_over_thresholds: the best threshold on 25-29 itself, as the "
         "leaderboard scored (optimistic; not a held-out number)",
     }
+
+
+def pooled_fscore_error(probs: list[np.ndarray], interior: np.ndarray, threshold: float) -> float:
+    """The challenge's pixel error over a stack: 1 - F1 of cell interior, counts pooled over the
+    slices (probs N x (H, W) P(interior), interior (N, H, W) bool; membrane = 1 - p > threshold)."""
+    counts = np.sum(
+        [interior_counts(1.0 - p, ~m, threshold) for p, m in zip(probs, interior, strict=True)],
+        axis=0,
+    )
+    return fscore_error(*(int(c) for c in counts))
 
 
 def report(results: Path) -> None:
@@ -221,7 +242,7 @@ def report(results: Path) -> None:
             "| arm | threshold | TTA | " + " | ".join(HEAD[k] for k in KEYS) + " |",
             "|---|---|---|" + "---|" * len(KEYS),
             f"| {v['arm']} | {v['membrane_threshold']:.2f} | {_on(v.get('tta'))} | "
-            + " | ".join(f"{v[k]:.4f}" for k in KEYS)
+            + " | ".join(f"{v[k]:.4f}" if k in v else "-" for k in KEYS)
             + " |",
             "",
             v["note"],
@@ -236,6 +257,7 @@ def report(results: Path) -> None:
                 f"{lb['v_rand_thinned']:.4f} at {lb['threshold']:.2f}, V_info thinned "
                 f"{lb['v_info_thinned']:.4f}",
             ]
+        lines += fscore_lines(v)
     if "ablation" in d:
         lines += ["", "## Ablation (held-out slices 20-24, mean)", ""]
         lines += [
@@ -282,6 +304,7 @@ def report(results: Path) -> None:
                 f"threshold on 25-29 itself, optimistic): V_rand thinned "
                 f"{v['leaderboard_style_max_over_thresholds']['v_rand_thinned']:.4f}."
             ]
+        lines += fscore_lines(v)
     if "refit_00_24" in d:
         r, v = d["refit_00_24"], d["refit_00_24"]["val"]
         lines += ["", f"## Final refit on slices 00-24 ({r['minutes_per_run']} min)", ""]
@@ -295,6 +318,7 @@ def report(results: Path) -> None:
             f"threshold ({v['pixel_error_threshold']:.2f}): "
             f"{v['pixel_error_at_own_threshold']:.4f}."
         ]
+        lines += fscore_lines(v)
     if "watershed" in d:
         lines += watershed_lines(d["watershed"])
     if "overlap_tile_2048" in d:
@@ -302,6 +326,20 @@ def report(results: Path) -> None:
         lines += ["", f"## Overlap-tile on a {o['image_side']} px mosaic", ""]
         lines += [f"- {k}: {val}" for k, val in o.items() if k != "image_side"]
     (results / f"{NAME}.md").write_text("\n".join(lines) + "\n")
+
+
+def fscore_lines(v: dict[str, Any]) -> list[str]:
+    """The challenge's pixel error (1 - F1 of cell interior, slices pooled) of a val section."""
+    if v.get("pixel_error_fscore_at_own_threshold") is None:
+        return []
+    lb = v["leaderboard_style_max_over_thresholds"]["pixel_error_fscore"]
+    return [
+        "",
+        f"Challenge pixel error (1 - F1 of cell interior, Fiji's PixelError): "
+        f"**{v['pixel_error_fscore_at_own_threshold']:.4f}** at its own threshold "
+        f"({v['pixel_fscore_threshold']:.2f}, chosen on 20-24), {v['pixel_error_fscore']:.4f} at "
+        f"the V_rand one; leaderboard style (lowest over thresholds on 25-29 itself): {lb:.4f}.",
+    ]
 
 
 def watershed_lines(w: dict[str, Any]) -> list[str]:
@@ -340,6 +378,7 @@ HEAD = {
     "v_info": "V_info",
     "v_rand_thinned": "V_rand thinned",
     "v_info_thinned": "V_info thinned",
+    "pixel_error_fscore": "challenge pixel error",
 }
 
 
@@ -527,27 +566,40 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
 
 
 def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
-    """--rescore: both protocols (ablation -> val, longer runs -> their val) from checkpoints."""
+    """--rescore: both protocols (ablation -> val, longer runs -> their val) and the refit, from
+    their checkpoints in --work; a section with a checkpoint missing is kept as it was."""
     d = json.loads((args.results / f"{NAME}.json").read_text())
-    if "ablation" in d:
-        ablation = {
-            n: rescore_arm(a, args.work / f"{n}.pt", data, args) for n, a in d["ablation"].items()
-        }
-        update_results(NAME, "ablation", ablation, args.results)
-        best = max(ablation, key=lambda n: ablation[n]["held_out_20_24"][SELECT])
-        update_results(
-            NAME, "val", evaluate_val(args.work / f"{best}.pt", data, args), args.results
-        )
-    for key in long_keys(d):
-        lr_ = d[key]
-        prefix = lr_.get("checkpoint_prefix", "long_")
-        arms = {
-            n: rescore_arm(a, args.work / f"{prefix}{n}.pt", data, args)
-            for n, a in lr_["arms"].items()
-        }
+    sections = [("ablation", "", d["ablation"])] if "ablation" in d else []
+    sections += [(k, d[k].get("checkpoint_prefix", "long_"), d[k]["arms"]) for k in long_keys(d)]
+    for key, prefix, arms in sections:
+        cks = {n: args.work / f"{prefix}{n}.pt" for n in arms}
+        missing = [str(c) for c in cks.values() if not c.is_file()]
+        if missing:
+            logging.info("%s kept as it was: no checkpoint %s", key, ", ".join(missing))
+            continue
+        arms = {n: rescore_arm(a, cks[n], data, args) for n, a in arms.items()}
         best = max(arms, key=lambda n: arms[n]["held_out_20_24"][SELECT])
-        val = evaluate_val(args.work / f"{prefix}{best}.pt", data, args)
-        update_results(NAME, key, lr_ | {"arms": arms, "val": val}, args.results)
+        val = evaluate_val(cks[best], data, args)
+        if key == "ablation":
+            update_results(NAME, "ablation", arms, args.results)
+            update_results(NAME, "val", val, args.results)
+        else:
+            update_results(NAME, key, d[key] | {"arms": arms, "val": val}, args.results)
+    refit_ck = args.work / f"refit_00_24_{d.get('refit_00_24', {}).get('arm')}.pt"
+    if "refit_00_24" in d and refit_ck.is_file():
+        r = d[
+            "refit_00_24"
+        ]  # its thresholds are its source run's, chosen on 20-24: take them again
+        src = json.loads((args.results / f"{NAME}.json").read_text())[r["source"]]
+        source_ck = args.work / f"{src.get('checkpoint_prefix', 'long_')}{r['arm']}.pt"
+        if source_ck.is_file():
+            c, extra = load_checkpoint(refit_ck), load_checkpoint(source_ck).extra
+            extra = {**c.extra, **{k: v for k, v in extra.items() if k != "arm"}}
+            model = c.build()
+            save_em_checkpoint(refit_ck, model, SLICE_OUT_TILE, extra["membrane_threshold"], extra)
+            update_results(
+                NAME, "refit_00_24", r | {"val": evaluate_val(refit_ck, data, args)}, args.results
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

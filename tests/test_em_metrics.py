@@ -8,6 +8,8 @@ import pytest
 
 from biounet.em.metrics import (
     em_scores,
+    fscore_error,
+    interior_counts,
     pixel_error,
     rand_error,
     segment,
@@ -164,6 +166,20 @@ def test_pixel_error():
     assert pixel_error(pred, true) == 0.25  # only (1, 0) differs
     with pytest.raises(ValueError, match="shape"):
         pixel_error(pred, true[:1])
+
+
+def test_challenge_pixel_error_is_one_minus_the_interior_f_score():
+    true = np.array([[1, 0, 0], [0, 0, 1]])  # membrane; interior = the four 0s
+    prob = np.array([[0.9, 0.2, 0.7], [0.1, 0.4, 0.3]])  # predicted interior: prob <= 0.5
+    # interior predicted at (0,1) (1,0) (1,1) (1,2); true at (0,1) (0,2) (1,0) (1,1)
+    assert interior_counts(prob, true) == (3, 1, 1)
+    assert fscore_error(3, 1, 1) == pytest.approx(1 - 6 / 8)
+    assert pixel_error(prob, true) == pytest.approx(2 / 6)  # the mislabelled fraction differs
+    assert em_scores(prob, true)["pixel_error_fscore"] == pytest.approx(0.25)
+    assert interior_counts(prob, true, threshold=0.8) == (4, 1, 0)  # (0, 2) now interior too
+    assert fscore_error(0, 0, 0) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        interior_counts(prob, true[:1])
 
 
 def test_em_scores_bundle():

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
@@ -139,3 +141,47 @@ def test_refit_section_names_its_source_and_val_scores(tmp_path: Path) -> None:
     assert "## Final refit on slices 00-24 (25.0 min)" in md
     assert "from long_runs_25min (chosen on 20-24)" in md
     assert "V_rand thinned 0.9000" in md and "threshold (0.70): 0.0791" in md
+
+
+def test_challenge_pixel_error_line_and_a_tagged_gpu_run(tmp_path: Path) -> None:
+    val = {
+        **SCORES,
+        "arm": "weightmap_elastic",
+        "membrane_threshold": 0.2,
+        "pixel_error_threshold": 0.9,
+        "pixel_error_at_own_threshold": 0.079,
+        "pixel_error_fscore": 0.061,
+        "pixel_fscore_threshold": 0.7,
+        "pixel_error_fscore_at_own_threshold": 0.048,
+        "leaderboard_style_max_over_thresholds": {
+            "threshold": 0.3,
+            "v_rand_thinned": 0.95,
+            "pixel_error_fscore": 0.047,
+        },
+    }
+    setup = {
+        "base_width": 64,
+        "parameters": 31030658,
+        "batch_size": 4,
+        "out_tile": 388,
+        "lr": 3e-4,
+        "precision": "bf16",
+        "device_name": "NVIDIA H100 80GB HBM3",
+    }
+    run = {"minutes_per_run": 3.2, "tag": "gpu_w64", "setup": setup, "note": "on a lent GPU"}
+    run |= {"arms": {"weightmap_elastic": arm(7846, 0.91)}, "val": val}
+    md = write(tmp_path, **{"long_runs_3.2min_gpu_w64": run})
+    assert "## Longer training (3.2 min per arm, gpu_w64)" in md
+    assert "Base width 64 (31,030,658 parameters), batch 4" in md and "on NVIDIA H100" in md
+    assert "on a lent GPU" in md
+    assert "**0.0480** at its own threshold (0.70, chosen on 20-24), 0.0610 at the V_rand" in md
+    assert "(lowest over thresholds on 25-29 itself): 0.0470" in md
+    assert isbi.long_key(3.2, "gpu_w64") == ("long_runs_3.2min_gpu_w64", "long3.2_gpu_w64_")
+
+
+def test_pooled_challenge_pixel_error_pools_the_slices_counts() -> None:
+    interior = np.array([[[True, True], [True, False]], [[True, True], [True, True]]])
+    p = np.where(interior, 0.9, 0.1).astype(np.float32)  # P(interior), perfect at 0.5
+    assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 0.0
+    p[1, 0, 0] = 0.2  # one interior pixel of slice 1 missed: tp 6, fp 0, fn 1
+    assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 1 - 12 / 13

@@ -108,6 +108,8 @@ def fit_em(cfg: EmFitConfig, out_dir: Path) -> dict:
         "tta": fit.tta,
         "pixel_error_threshold": fit.pixel_threshold,
         "pixel_error_at_pixel_threshold": fit.pixel_error,
+        "pixel_fscore_threshold": fit.fscore_threshold,
+        "pixel_error_fscore_at_its_threshold": fit.pixel_error_fscore,
         "threshold_sweep_v_rand_thinned": sweep,
         "val": scores,
     }
@@ -121,7 +123,7 @@ class EmFit:
     threshold chosen on the held-out slices, the thinned V-Rand of each threshold tried, the mean
     scores at the chosen one, whether test-time augmentation was chosen, and the threshold with the
     lowest pixel error on the same predictions (the V-Rand one favours thick borders) with that
-    error."""
+    error, and likewise for the challenge's pixel error (1 - F1 of cell interior)."""
 
     rows: list[dict[str, float]]
     threshold: float
@@ -130,6 +132,8 @@ class EmFit:
     tta: bool = False
     pixel_threshold: float = 0.5
     pixel_error: float = float("nan")  # mean pixel error at pixel_threshold
+    fscore_threshold: float = 0.5  # the lowest mean challenge pixel error (1 - interior F1)
+    pixel_error_fscore: float = float("nan")  # its value there
 
 
 SELECT = "v_rand_thinned"  # the challenge's final metric: picks the threshold and TTA
@@ -154,14 +158,30 @@ def calibrate(
         if best is None or means[thr][SELECT] > best.scores[SELECT]:
             table = {t: m[SELECT] for t, m in means.items()}
             px_thr = best_threshold(means, "pixel_error", lower=True)
-            best = EmFit([], thr, table, means[thr], tta, px_thr, means[px_thr]["pixel_error"])
+            f_thr = best_threshold(means, "pixel_error_fscore", lower=True)
+            best = EmFit(
+                [],
+                thr,
+                table,
+                means[thr],
+                tta,
+                px_thr,
+                means[px_thr]["pixel_error"],
+                f_thr,
+                means[f_thr]["pixel_error_fscore"],
+            )
     assert best is not None
     return best
 
 
 def em_extra(fit: EmFit, extra: dict | None = None) -> dict:
     """What a checkpoint records of a calibration, besides the membrane threshold."""
-    return {**(extra or {}), "tta": fit.tta, "pixel_error_threshold": fit.pixel_threshold}
+    return {
+        **(extra or {}),
+        "tta": fit.tta,
+        "pixel_error_threshold": fit.pixel_threshold,
+        "pixel_fscore_threshold": fit.fscore_threshold,
+    }
 
 
 def train_fresh(

@@ -41,6 +41,30 @@ def pixel_error(
     return float(np.mean((pred_boundary > threshold) != (true_boundary > threshold)))
 
 
+def interior_counts(
+    prob_membrane: np.ndarray, true_membrane: np.ndarray, threshold: float = 0.5
+) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of CELL INTERIOR pixels, the positive
+    class of the challenge's pixel error: predicted interior = ``prob_membrane <= threshold`` (as
+    ``segment``), true interior = ``true_membrane <= 0.5``. Same-shaped arrays, any shape."""
+    if prob_membrane.shape != true_membrane.shape:
+        raise ValueError(
+            f"prob_membrane shape {prob_membrane.shape} != true_membrane shape {true_membrane.shape}"
+        )
+    pred, true = prob_membrane <= threshold, true_membrane <= 0.5
+    tp = int(np.count_nonzero(pred & true))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(true)) - tp
+
+
+def fscore_error(tp: int, fp: int, fn: int) -> float:
+    """1 - F1 = 1 - 2 tp / (2 tp + fp + fn): the ISBI 2012 challenge's "pixel error" (Fiji's
+    ``PixelError``, with cell interior as the positive class and the counts pooled over the scored
+    slices; the leaderboard took its minimum over a threshold sweep). 0 where there is nothing to
+    find and nothing found."""
+    denom = 2 * tp + fp + fn
+    return 0.0 if denom == 0 else 1.0 - 2 * tp / denom
+
+
 def segment(x: np.ndarray, kind: str = "interior", threshold: float = 0.5) -> np.ndarray:
     """(H, W) map -> (H, W) int32 labels: 0 = membrane, 1..K = 4-connected cells (raster order).
 
@@ -192,7 +216,9 @@ def em_scores(
     (1 = membrane). Membrane = prob > threshold; cells are the 4-connected components of the rest.
     -> {"pixel_error", "rand_error", "adapted_rand_error", "v_rand", "v_rand_split",
     "v_rand_merge", "v_info", "v_info_split", "v_info_merge", "v_rand_thinned",
-    "v_info_thinned"}. "rand_error" is the classic all-pairs 1 - Rand index with membrane as one
+    "v_info_thinned", "pixel_error_fscore"}. "pixel_error" is the fraction of pixels mislabelled;
+    "pixel_error_fscore" the challenge's pixel error of this one image (``fscore_error`` of
+    ``interior_counts``). "rand_error" is the classic all-pairs 1 - Rand index with membrane as one
     more segment; "adapted_rand_error" = 1 - v_rand, the challenge's foreground-restricted version
     (without thinning, at this one threshold).
     ``"v_rand_thinned"`` and ``"v_info_thinned"``: the same after ``thin_borders`` of both label
@@ -206,6 +232,9 @@ def em_scores(
     seg_true = segment(true_membrane, kind="membrane", threshold=0.5)
     return {
         "pixel_error": pixel_error(prob_membrane > threshold, true_membrane > 0.5),
+        "pixel_error_fscore": fscore_error(
+            *interior_counts(prob_membrane, true_membrane, threshold)
+        ),
         **segmentation_scores(seg_pred, seg_true),
     }
 
