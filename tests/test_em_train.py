@@ -313,6 +313,13 @@ def test_train_em_cli_on_a_folder_then_predict(tmp_path: Path, capsys) -> None:
     # the lowest pixel error over the sweep, at its own threshold: never above the V-Rand one's
     assert s["pixel_error_at_pixel_threshold"] <= s["val"]["pixel_error"]
     assert f"at its own threshold {s['pixel_error_threshold']:.2f}" in out
+    assert s["pixel_error_fscore_at_its_threshold"] <= s["val"]["pixel_error_fscore"]
+    assert (
+        f"{s['pixel_error_fscore_at_its_threshold']:.4f} at {s['pixel_fscore_threshold']:.2f}"
+        in out
+    )
+    ck = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert ck.extra["pixel_fscore_threshold"] == s["pixel_fscore_threshold"]
     rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "model.pt"),
                "--out", str(tmp_path / "p"), str(tmp_path / "em" / "images")])  # fmt: skip
     assert rc == 0 and (tmp_path / "p" / "s0_membrane.png").is_file()

@@ -365,7 +365,9 @@ def cmd_train_em(a: argparse.Namespace) -> int:
         f"V-Info (thinned) {v['v_info_thinned']:.4f} (membrane threshold "
         f"{s['membrane_threshold']:.2f}, test-time augmentation {'on' if s['tta'] else 'off'}); "
         f"pixel error {s['pixel_error_at_pixel_threshold']:.4f} at its own threshold "
-        f"{s['pixel_error_threshold']:.2f} ({v['pixel_error']:.4f} at the V-Rand one)"
+        f"{s['pixel_error_threshold']:.2f} ({v['pixel_error']:.4f} at the V-Rand one); the "
+        f"challenge's pixel error (1 - F1 of cell interior) "
+        f"{s['pixel_error_fscore_at_its_threshold']:.4f} at {s['pixel_fscore_threshold']:.2f}"
     )
     print(f"checkpoint: {a.out / 'model.pt'} (biounet predict runs it by overlap-tile)")
     return 0
