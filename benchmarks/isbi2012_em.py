@@ -518,12 +518,15 @@ def long_runs(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str
     }
 
 
-def refit_source(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The longer run whose chosen arm scored the best held-out (20-24) V_rand thinned: (its
-    results key, its section). Chosen on slices 00-24 only."""
-    keys = long_keys(d)
+def refit_source(d: dict[str, Any], tag: str = "") -> tuple[str, dict[str, Any]]:
+    """The longer run of setup ``tag`` (--tag; "" = the untagged CPU runs) whose chosen arm scored
+    the best held-out (20-24) V_rand thinned: (its results key, its section). Chosen on slices
+    00-24 only."""
+    keys = [k for k in long_keys(d) if d[k].get("tag", "") == tag]
     if not keys:
-        raise SystemExit("--refit: no longer runs in the results yet (run --long first)")
+        raise SystemExit(
+            f"--refit: no longer runs tagged {tag!r} in the results yet (--long first)"
+        )
 
     def held(k: str) -> float:
         arms = d[k]["arms"]
@@ -538,7 +541,7 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
     20-24 by the best longer run (``refit_source``), the model trained again on all of slices
     00-24 (nothing held out: the choices are kept, not re-made) and scored once on 25-29."""
     d = json.loads((args.results / f"{NAME}.json").read_text())
-    key, src = refit_source(d)
+    key, src = refit_source(d, args.tag)
     arm = src["val"]["arm"]
     for k in ("base_width", "batch_size", "out_tile", "lr"):  # trained as the source was
         setattr(args, k, src.get("setup", {}).get(k, getattr(args, k)))

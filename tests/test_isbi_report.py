@@ -185,3 +185,13 @@ def test_pooled_challenge_pixel_error_pools_the_slices_counts() -> None:
     assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 0.0
     p[1, 0, 0] = 0.2  # one interior pixel of slice 1 missed: tp 6, fp 0, fn 1
     assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 1 - 12 / 13
+
+
+def test_the_refit_source_is_taken_among_runs_of_the_same_setup_tag() -> None:
+    val = {**SCORES, "arm": "neither"}
+    cpu = {"minutes_per_run": 25.0, "arms": {"neither": arm(9000, 0.9)}, "val": val}
+    gpu = {"minutes_per_run": 3.2, "tag": "gpu_w64", "arms": {"neither": arm(8000, 0.9)}}
+    gpu["arms"]["neither"]["held_out_20_24"] = {"v_rand_thinned": 0.99}
+    d = {"long_runs_25min": cpu, "long_runs_3.2min_gpu_w64": gpu | {"val": val}}
+    assert isbi.refit_source(d)[0] == "long_runs_25min"
+    assert isbi.refit_source(d, "gpu_w64")[0] == "long_runs_3.2min_gpu_w64"
