@@ -152,3 +152,35 @@ def test_a_grey_fundus_pipeline_trains_on_luminance_and_reads_colour_photographs
     assert img.shape[-1] == 3  # an RGB photograph, converted to luminance by predict
     r = FundusPredictor(ck, precision="fp32").predict(img)
     assert r.masks["disc"].shape == img.shape[:2] and r.prob.shape[0] == 2
+
+
+def test_an_rgb_fundus_pipeline_on_grey_photographs_repeats_their_channel(
+    two_sets: Path, tiny_fundus, tmp_path: Path
+) -> None:
+    """``--in-channels 3`` on grey images: both stages get 3 channels (the grey one repeated),
+    as the plain pipeline does, instead of silently training on one."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from biounet.checkpoint import load_any
+    from biounet.data.io import read_image
+    from biounet.errors import BiounetError
+    from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus, stage_configs
+
+    grey = tmp_path / "grey"
+    shutil.copytree(two_sets / "a", grey)
+    for p in (grey / "images").iterdir():
+        Image.open(p).convert("L").save(p)
+    fc = tiny_fundus(grey, in_channels=3)
+    assert [c.model.in_channels for c in stage_configs(fc)] == [3, 3]
+    ck = load_any(fit_fundus(fc, tmp_path / "run"))
+    assert ck.parts["roi"].preprocess["in_channels"] == 3
+    img = read_image(grey / "images" / "a_010.png")
+    assert img.shape[-1] == 1
+    r = FundusPredictor(ck, precision="fp32").predict(img)
+    assert r.masks["disc"].shape == img.shape[:2] and np.isfinite(r.prob).all()
+    for bad in ({"in_channels": 2}, {"in_channels": 3, "grey": True}):
+        with pytest.raises(BiounetError, match="in_channels"):
+            FundusConfig(**bad)

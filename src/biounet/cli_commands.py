@@ -166,6 +166,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         camera_augment=a.camera_augment,
         colour_augment=a.colour_augment,
         grey=a.in_channels == 1,  # both stages on the luminance
+        in_channels=a.in_channels or 0,  # 3: RGB, grey images repeated
         soft_targets=a.soft_targets,
         polar=a.polar,
         polar_area_loss=a.polar_area_loss,

@@ -76,7 +76,8 @@ class FundusConfig:
     (``biounet.losses.pixel_weights``). ``colour_augment``: saturation and per-channel gamma
     augmentation (``biounet.data.camera.colour_augment``). ``grey``: both stages see the images'
     luminance (one input channel; predict converts any image the same way): no camera's colours
-    to learn."""
+    to learn. ``in_channels``: 0 = the images' own channels, 3 = RGB (grey images repeated), 1 =
+    as ``grey``."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -100,6 +101,7 @@ class FundusConfig:
     camera_augment: bool = False
     colour_augment: bool = False
     grey: bool = False
+    in_channels: int = 0
     soft_targets: bool = False
     polar: bool = False
     polar_area_loss: bool = False
@@ -108,6 +110,17 @@ class FundusConfig:
     def __post_init__(self) -> None:
         if self.polar_area_loss and not self.polar:
             raise BiounetError("polar_area_loss weighs polar pixels: it needs polar crops (polar)")
+        if self.in_channels not in (0, 1, 3) or (self.grey and self.in_channels == 3):
+            raise BiounetError(
+                f"in_channels {self.in_channels} (grey {self.grey}): a fundus pipeline takes 0 "
+                "(the images' channels), 1 (grey) or 3 (RGB)"
+            )
+
+    @property
+    def channels(self) -> int:
+        """The stages' input channels: 1 for a grey pipeline, else ``in_channels`` (0: the
+        images')."""
+        return 1 if self.grey else self.in_channels
 
 
 def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
@@ -127,13 +140,13 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     }
     loc = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.locator_size, **common),
-        model=preset(fc.locator_preset, in_channels=1 if fc.grey else 0),
+        model=preset(fc.locator_preset, in_channels=fc.channels),
         train=TrainConfig(epochs=fc.locator_epochs, max_minutes=fc.locator_minutes, **train),
         preset=fc.locator_preset,
     )
     roi = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.roi_size, **common),
-        model=preset(fc.roi_preset, in_channels=1 if fc.grey else 0),
+        model=preset(fc.roi_preset, in_channels=fc.channels),
         train=TrainConfig(
             epochs=fc.roi_epochs,
             max_minutes=fc.roi_minutes,
