@@ -26,17 +26,36 @@ def flood(height: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     stay 0."""
     if height.shape != seeds.shape or height.ndim != 2:
         raise ValueError(f"height {height.shape} and seeds {seeds.shape} must be one (H, W) shape")
-    lab = seeds.astype(np.int32)
+    h, w = height.shape
+    lab = seeds.astype(np.int32).ravel()  # flat: a pixel is one index
+    height = height.ravel()
     for level in range(int(height.max()) + 1):
         open_ = (height <= level) & (lab == 0)
-        while open_.any():
-            grown = ndimage.grey_dilation(lab, footprint=_CROSS)
-            new = open_ & (grown > 0)
-            if not new.any():
+        if not open_.any():
+            continue
+        # first wave: the labelled pixels next to an open one; after it, only the pixels labelled
+        # in the previous step can reach new ones (an open pixel next to an older one would
+        # already have been taken), so each step touches its frontier alone
+        near_open = ndimage.binary_dilation(open_.reshape(h, w), structure=_CROSS).ravel()
+        front = np.flatnonzero(near_open & (lab > 0))
+        while front.size:
+            r, c = np.divmod(front, w)
+            nbs, labs = [], []
+            for ok, step in ((r > 0, -w), (r < h - 1, w), (c > 0, -1), (c < w - 1, 1)):
+                nbs.append(front[ok] + step)
+                labs.append(lab[front[ok]])
+            nb, lb = np.concatenate(nbs), np.concatenate(labs)
+            keep = open_[nb]
+            nb, lb = nb[keep], lb[keep]
+            if not nb.size:
                 break
-            lab[new] = grown[new]
-            open_ &= ~new
-    return lab
+            order = np.lexsort((lb, nb))  # by pixel, then label: the last of a pixel is its largest
+            nb, lb = nb[order], lb[order]
+            last = np.append(nb[1:] != nb[:-1], True)
+            front = nb[last]
+            lab[front] = lb[last]
+            open_[front] = False
+    return lab.reshape(h, w)
 
 
 def watershed_cells(
