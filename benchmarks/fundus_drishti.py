@@ -655,9 +655,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--ensemble-runs",
-        default="cv_run",
-        help="with --stage ensemble: the fold pipelines WORK/PREFIX_K/fundus.pt to average "
-        "(cv_run: --stage cv's; ablate_fresh_ADOPTED_ABLATION_run: the adopted recipe's)",
+        default=f"ablate_fresh_{ADOPTED_ABLATION}_run",
+        help="with --stage ensemble (and final): the fold pipelines WORK/PREFIX_K/fundus.pt to "
+        "average (default: the adopted recipe's, ablate_fresh_ADOPTED_ABLATION_run; cv_run: "
+        "--stage cv's)",
     )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))
