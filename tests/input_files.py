@@ -103,6 +103,13 @@ def z_stack(path: Path) -> None:
     tifffile.imwrite(path, np.zeros((5, H, W), np.uint8), photometric="minisblack")
 
 
+def pages_one_by_one(path: Path) -> None:
+    """3 same-size pages written one at a time: tifffile sees 3 series of one page each."""
+    with tifffile.TiffWriter(path) as tw:
+        for _ in range(3):
+            tw.write(np.zeros((H, W), np.uint8), photometric="minisblack")
+
+
 def truncate(path: Path, keep: int = 60) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 

@@ -24,6 +24,7 @@ from input_files import (
     five_channels,
     huge_png,
     huge_tiff,
+    pages_one_by_one,
     predict,
     run_cli,
     save,
@@ -54,6 +55,8 @@ DATA_CASES: dict[str, tuple[Callable[[Path], object], list[str], list[str]]] = {
     "huge-tiff-header": (lambda r: ((r / "images/s3.png").unlink(), huge_tiff(r / "images/s3.tif")), [], ["s3.tif", "image too large", "20000 x 20000"]),
     "five-channel-tiff": (lambda r: ((r / "images/s3.png").unlink(), five_channels(r / "images/s3.tif")), [], ["s3.tif", "unsupported image shape (12, 14, 5)"]),
     "tiff-z-stack": (lambda r: ((r / "images/s3.png").unlink(), z_stack(r / "images/s3.tif")), [], ["s3.tif", "a stack of 5 images (5, 12, 14)"]),
+    "tiff-pages-one-by-one": (lambda r: ((r / "images/s3.png").unlink(), pages_one_by_one(r / "images/s3.tif")), [], ["s3.tif", "3 pages of 14 x 12 pixels (a stack)"]),
+    "unknown-invert-label": (lambda r: None, ["--invert-masks", "nope"], ["--invert-masks: unknown label(s) ['nope']"]),
     "empty-images-folder": (lambda r: [p.unlink() for p in (r / "images").iterdir()], [], ["images", "no images found"]),
     "no-images-folder": (lambda r: shutil.rmtree(r / "images"), [], ["images", "folder not found"]),
     "no-masks-folder": (lambda r: shutil.rmtree(r / "masks"), [], ["masks", "no label has a mask for every image"]),
@@ -198,7 +201,7 @@ def test_predict_out_is_a_file(tmp_path: Path, tiny_checkpoints, capsys) -> None
     save(tmp_path / "x.png", np.zeros((H, W, 3), np.uint8))
     (tmp_path / "out").write_text("a file where the output folder should go")
     code, err = predict(tiny_checkpoints[3], [tmp_path / "x.png"], tmp_path / "out", capsys)
-    assert_one_line(code, err, "biounet: error: ", [f"{tmp_path / 'out'}: File exists"])
+    assert_one_line(code, err, "biounet: error: ", [f"{tmp_path / 'out'}: is a file; --out names"])
 
 
 UNREADABLE = {
@@ -208,6 +211,7 @@ UNREADABLE = {
     "bomb.tif": huge_tiff,
     "five.tif": five_channels,
     "stack.tif": z_stack,
+    "pages.tif": pages_one_by_one,
 }
 
 
@@ -225,3 +229,79 @@ def test_predict_reports_an_unreadable_file_and_goes_on(
     assert code == 1
     assert_one_line(code, err, "biounet: skipped: ", [name])
     assert (tmp_path / "out" / "good_fg.png").is_file()
+
+
+def test_train_refuses_a_folder_that_holds_a_run(tmp_path: Path, capsys) -> None:
+    """A second train into the same --out would replace the first run's files one by one."""
+    root = write_dataset(tmp_path / "data")
+    argv = ["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert run_cli([*argv, "--image-size", "32"], capsys)[0] == 0
+    before = (tmp_path / "run" / "metrics.csv").read_bytes()
+    code, err = run_cli([*argv, "--image-size", "32"], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["run: holds a run already", "--resume"])
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    code, err = run_cli(["train", "--data", str(root), "--out", str(tmp_path / "afile")], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["afile: is a file"])
+
+
+def test_predict_refuses_its_input_folder_as_out(tmp_path: Path, tiny_checkpoints, capsys) -> None:
+    save(tmp_path / "in" / "x.png", np.zeros((H, W, 3), np.uint8))
+    code, err = predict(tiny_checkpoints[3], [tmp_path / "in"], tmp_path / "in", capsys)
+    assert_one_line(code, err, "biounet: error: ", ["in: is also an input folder"])
+    assert [p.name for p in (tmp_path / "in").iterdir()] == ["x.png"]
+
+
+def test_export_and_ensemble_never_overwrite_a_file(
+    tmp_path: Path, tiny_checkpoints, capsys
+) -> None:
+    victim = tmp_path / "victim.pt"
+    shutil.copy(tiny_checkpoints[3], victim)
+    code, err = run_cli(["export", "--checkpoint", str(victim), "--out", str(victim)], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["victim.pt: exists; export never overwrites"])
+    assert victim.read_bytes() == Path(tiny_checkpoints[3]).read_bytes()
+    code, err = run_cli(["ensemble", "--out", str(victim), str(victim), str(victim)], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["victim.pt: exists; ensemble never overwrites"])
+
+
+def test_train_em_refuses_a_tile_the_network_cannot_produce(tmp_path: Path, capsys) -> None:
+    root = write_dataset(tmp_path / "data")
+    argv = ["train-em", "--data", str(root), "--out", str(tmp_path / "em"), "--out-tile", "60"]
+    code, err = run_cli(argv, capsys)
+    assert_one_line(
+        code, err, "biounet: error: ", ["--out-tile 60", "nearest valid sizes: 52 and 68"]
+    )
+    assert not (tmp_path / "em").exists()
+
+
+def test_a_run_folder_is_taken_as_its_checkpoint(tmp_path: Path, tiny_checkpoints, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    save(tmp_path / "in" / "x.png", np.zeros((H, W, 3), np.uint8))
+    code, err = predict(run, [tmp_path / "in"], tmp_path / "out", capsys)
+    assert_one_line(
+        code, err, "biounet: error: ", ["run: a folder without a checkpoint (fundus.pt"]
+    )
+    shutil.copy(tiny_checkpoints[3], run / "best.pt")
+    assert predict(run, [tmp_path / "in"], tmp_path / "out", capsys)[0] == 0
+    assert (tmp_path / "out" / "x_overlay.png").is_file()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    code, err = predict(tmp_path / "empty.pt", [tmp_path / "in"], tmp_path / "o2", capsys)
+    assert_one_line(
+        code, err, "biounet: error: ", ["empty.pt: not a readable checkpoint (the file is empty)"]
+    )
+
+
+def test_evaluate_names_the_models_labels_and_refuses_a_dataset_list(
+    tmp_path: Path, tiny_checkpoints, capsys
+) -> None:
+    root = write_dataset(tmp_path / "data")
+    (root / "masks" / "other").mkdir()
+    for p in sorted((root / "masks").glob("*.png")):
+        p.rename(root / "masks" / "other" / p.name)
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoints[3]), "--out", str(tmp_path / "ev")]
+    code, err = run_cli([*argv, "--data", str(root)], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["(the model's labels): unknown label"])
+    (tmp_path / "list.yaml").write_text("datasets:\n  - root: data\n")
+    code, err = run_cli([*argv, "--data", str(tmp_path / "list.yaml")], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["list.yaml: evaluate takes one dataset folder"])

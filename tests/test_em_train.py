@@ -337,3 +337,13 @@ def test_train_em_refuses_rgb_slices_naming_the_file(tmp_path: Path, capsys) -> 
     rc = main(["train-em", "--data", str(tmp_path / "em"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "a.png" in err and "grey" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("shape", [(1, 50), (50, 1), (1, 1)])
+def test_predict_interior_takes_one_pixel_wide_images_with_tta(shape: tuple[int, int]) -> None:
+    """The TTA views of a 1-px-wide slice are numpy views with negative strides; torch refuses
+    those unless copied."""
+    model = make_em_model(tiny_cfg(), seed=0).eval()
+    img = np.full(shape, 120, np.uint8)
+    prob = predict_interior(model, img, out_tile=12, tta=True)
+    assert prob.shape == shape and np.isfinite(prob).all()

@@ -162,3 +162,18 @@ def test_checkpointing_scope_in_the_config() -> None:
     assert TrainConfig(activation_checkpointing="top").activation_checkpointing == "top"
     with pytest.raises(BiounetError, match="'off', 'top' or 'all', got 'some'"):
         TrainConfig(activation_checkpointing="some")
+
+
+def test_single_model_tta_is_the_mean_of_the_flipped_views_flipped_back(tmp_path: Path) -> None:
+    cfg = ModelConfig(base_width=4, depth=2)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model_with_real_bn(cfg), cfg, ("a", "b"), preprocess_spec(32, 3))
+    ck = load_checkpoint(path)
+    img = np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    one = ModelPredictor(ck, "fp32", fast=False)
+    lr = one.predict(img[:, ::-1].copy()).prob[:, :, ::-1]
+    ud = one.predict(img[::-1].copy()).prob[:, ::-1]
+    tta = ModelPredictor(ck, "fp32", fast=False, tta=True).predict(img)
+    np.testing.assert_allclose(tta.prob, (one.predict(img).prob + lr + ud) / 3, atol=1e-6)
+    assert not np.allclose(tta.prob, one.predict(img).prob, atol=1e-4)  # it does change something
+    assert tta.masks["a"].shape == (30, 45)

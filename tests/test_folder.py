@@ -76,8 +76,11 @@ def test_missing_mask_names_the_folder_and_image(tmp_path: Path, png: Png) -> No
     assert "cup" not in samples[1].masks
     with pytest.raises(BiounetError, match=rf"{root}/masks/cup: no mask for image\(s\) \['b'\]"):
         resolve_labels(samples, ("disc", "cup"), root)
-    # with no labels requested, only those every image has are taken
-    assert resolve_labels(samples, (), root) == ("disc",)
+    # with no labels requested, a label some images lack is an error, not silently dropped
+    with pytest.raises(BiounetError, match=r"masks/cup: no mask for image\(s\) \['b'\]; add them, "
+                       r"or train without 'cup' with --labels disc"):  # fmt: skip
+        resolve_labels(samples, (), root)
+    assert resolve_labels(samples, ("disc",), root) == ("disc",)
 
 
 @pytest.mark.parametrize(("layout", "label"), [("multi", "cup"), ("single", "membrane")])

@@ -4,11 +4,13 @@ labels for nested structures, reading hand-made datasets, errors."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from biounet.cli import main
 from biounet.data.folder import discover
@@ -129,3 +131,17 @@ def test_read_hand_made_dataset_with_channel_files(tmp_path: Path, png: Png) -> 
 def test_missing_dataset_json_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(BiounetError, match=r"dataset.json: not found"):
         read_nnunet(tmp_path)
+
+
+def test_export_says_when_images_are_not_8_bit(tmp_path: Path, png: Png, caplog) -> None:
+    root = tmp_path / "d16"
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        tifffile.imwrite(root / "images" / f"s{i}.tif", np.full((6, 8), 4400 + 1000 * i, np.uint16))
+        m = np.zeros((6, 8), np.uint8)
+        m[2:4, 2:5] = 255
+        png(root / "masks" / f"s{i}.png", m)
+    with caplog.at_level(logging.WARNING, logger="biounet"):
+        ds = folder_to_nnunet(root, tmp_path / "nn")
+    assert "2 image(s) are not 8-bit (s0.tif (uint16), s1.tif (uint16))" in caplog.text
+    assert read_image(ds / "imagesTr" / "s0_0000.png").dtype == np.uint8

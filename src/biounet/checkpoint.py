@@ -73,11 +73,26 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# what a run folder given as --checkpoint stands for, in this order: a fundus pipeline's file, a
+# training run's best epoch, train-em's model
+RUN_CHECKPOINTS = ("fundus.pt", "best.pt", "model.pt")
+
+
 def read_payload(path: Path) -> dict[str, Any]:
     """The file's dict, loaded without executing code; clear one-line errors for anything else."""
     path = Path(path)
+    if path.is_dir():  # a run folder: its checkpoint
+        found = [path / n for n in RUN_CHECKPOINTS if (path / n).is_file()]
+        if not found:
+            raise BiounetError(
+                f"{path}: a folder without a checkpoint ({', '.join(RUN_CHECKPOINTS)}); "
+                "--checkpoint takes a .pt file or a run folder"
+            )
+        path = found[0]
     if not path.is_file():
         raise BiounetError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise BiounetError(f"{path}: not a readable checkpoint (the file is empty)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -92,8 +107,9 @@ def read_payload(path: Path) -> dict[str, Any]:
             f"(a biounet checkpoint never does; loading it could run code)"
         ) from e
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        why = str(e).strip() or type(e).__name__
         raise BiounetError(
-            f"{path}: not a readable checkpoint (truncated or another format): {e}"
+            f"{path}: not a readable checkpoint (truncated or another format): {why}"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, PIPELINE_FORMAT):
         raise BiounetError(f"{path}: not a biounet checkpoint")

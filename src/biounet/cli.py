@@ -70,7 +70,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: mean over flips (fundus pipeline)",
+        help="test-time augmentation: mean over flips (fundus pipelines and single models)",
     )
     p.add_argument(
         "--no-postprocess",

@@ -118,6 +118,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.pipeline == "fundus":
         if a.resume:
             raise BiounetError("--resume: not available with --pipeline fundus")
+        if a.out is not None:
+            refuse_existing_run(a.out, resumable=False)
         return train_fundus(a)
     if a.soft_targets or a.polar or a.polar_area_loss:
         raise BiounetError(
@@ -129,6 +131,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     elif a.data is None or a.out is None:
         raise BiounetError("train needs --data and --out (or --resume RUN_DIR)")
     else:
+        refuse_existing_run(a.out)  # every rank, before the rendezvous: before rank 0 writes
         cfg, out = build_run_config(a), a.out
     # torchrun's variables are read here and nowhere else; the rest of biounet gets a Dist
     dist = Dist.from_env(os.environ)
@@ -144,6 +147,24 @@ def cmd_train(a: argparse.Namespace) -> int:
             f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png; report.html for one dataset folder)"
         )
     return 0
+
+
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "fundus.pt", "model.pt", "summary.json")
+
+
+def refuse_existing_run(out: Path, resumable: bool = True) -> None:
+    """A training command never starts afresh in a folder that holds a run: the new run would
+    replace its checkpoints and curves one by one and leave the rest stale."""
+    out = Path(out)
+    if out.is_file():
+        raise BiounetError(f"{out}: is a file; --out names the run's folder")
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if found:
+        hint = f"continue it with --resume {out}, or " if resumable else ""
+        raise BiounetError(
+            f"{out}: holds a run already ({', '.join(found)}); {hint}choose another --out or "
+            "delete that folder first"
+        )
 
 
 def train_fundus(a: argparse.Namespace) -> int:
@@ -290,7 +311,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from biounet.export import export_checkpoint
 
-    for path in export_checkpoint(a.checkpoint, a.out, a.format):
+    for path in export_checkpoint(a.checkpoint, a.out, a.format, overwrite=False):
         print(f"wrote {path}")
     return 0
 
@@ -309,7 +330,7 @@ def cmd_model_info(a: argparse.Namespace) -> int:
 def cmd_ensemble(a: argparse.Namespace) -> int:
     from biounet.fundus.pipeline import save_ensemble
 
-    out = save_ensemble(a.members, a.out)
+    out = save_ensemble(a.members, a.out, overwrite=False)
     print(f"ensemble of {len(a.members)} fundus pipelines: {out}")
     return 0
 
@@ -339,6 +360,8 @@ def cmd_import_dataset(a: argparse.Namespace) -> int:
 def cmd_train_em(a: argparse.Namespace) -> int:
     from biounet.em.fit_em import EmFitConfig, fit_em
     from biounet.em.train_em import EmTrainConfig
+    from biounet.models import preset
+    from biounet.models.unet_valid import valid_input_size
 
     cfg = EmFitConfig(
         root=str(a.data),
@@ -358,6 +381,11 @@ def cmd_train_em(a: argparse.Namespace) -> int:
             device=a.device,
         ),
     )
+    refuse_existing_run(a.out, resumable=False)
+    try:  # a tile the unpadded network cannot produce: say so before anything is written
+        valid_input_size(a.out_tile, preset("paper_valid_small").depth)
+    except ValueError as e:
+        raise BiounetError(f"--out-tile {a.out_tile}: {e}") from None
     s = fit_em(cfg, a.out)
     v = s["val"]
     print(

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 
 from biounet.calibration import DICE_BELOW, N_BINS, ReliabilityBins, score_vs_dice
 from biounet.data.dataset import load_masks
-from biounet.data.folder import discover, read_splits, resolve_labels, select_split
+from biounet.data.folder import (
+    check_invert,
+    discover,
+    read_splits,
+    resolve_labels,
+    select_split,
+)
 from biounet.data.io import read_image
 from biounet.data.transforms import Geometry, square_geometry, to_network
 from biounet.errors import BiounetError
@@ -60,8 +66,15 @@ def evaluate_checkpoint(
     as ``predict --uncertainty`` computes them (in per_image_measures.csv), and in
     ``summary["uncertainty"]`` how well they find the images with Dice below 0.8 (AUROC) and
     their Spearman correlation with Dice."""
+    if Path(out_dir).is_file():  # before the work, not after it
+        raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
     pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
     root = Path(data_root)
+    if root.is_file():
+        raise BiounetError(
+            f"{root}: evaluate takes one dataset folder (images/, masks/), not a file or a dataset "
+            "list: evaluate each dataset of a list on its own"
+        )
     if split is None:
         split = "test" if read_splits(root) else "all"
     samples = select_split(root, discover(root), split)
@@ -70,10 +83,11 @@ def evaluate_checkpoint(
         samples = [s for s in samples if s.stem in wanted]
     if not samples:
         raise BiounetError(f"{root}: split {split!r} is empty")
-    resolve_labels(samples, pred.labels, root)
+    resolve_labels(samples, pred.labels, root, f"{checkpoint} (the model's labels)")
     invert = tuple(invert_masks) or tuple(
         _train_config(pred).get("data", {}).get("invert_masks", [])
     )
+    check_invert(invert, pred.labels)
     size = article_size or _network_size(pred)
     rows, image_rows, art = [], [], {"bce": [], "dice_loss": [], "iou": []}
     calib = ReliabilityBins(pred.labels, N_BINS)

@@ -93,19 +93,30 @@ def export_onnx(ck: Checkpoint, out: Path) -> Path:
     return out
 
 
-def export_checkpoint(path: Path, out: Path, fmt: str = "onnx") -> list[Path]:
+def export_checkpoint(
+    path: Path, out: Path, fmt: str = "onnx", overwrite: bool = True
+) -> list[Path]:
     """Export a checkpoint file. A fundus pipeline file gives one file per model:
-    ``<out stem>_locator.onnx`` and ``<out stem>_roi.onnx``. Returns the written paths."""
+    ``<out stem>_locator.onnx`` and ``<out stem>_roi.onnx``. Returns the written paths.
+    ``overwrite=False``: refuse (BiounetError, nothing written) where one of them exists."""
     if fmt not in FORMATS:
         raise BiounetError(f"--format {fmt!r} is not supported; valid: {', '.join(FORMATS)}")
     ck = load_any(path)
-    out = Path(out)
+    targets = export_targets(ck, Path(out))
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise BiounetError(f"{', '.join(existing)}: exists; export never overwrites a file")
     if isinstance(ck, PipelineCheckpoint):
-        return [
-            export_onnx(part, out.with_name(f"{out.stem}_{name}{out.suffix or '.onnx'}"))
-            for name, part in ck.parts.items()
-        ]
-    return [export_onnx(ck, out)]
+        return [export_onnx(part, t) for part, t in zip(ck.parts.values(), targets, strict=True)]
+    return [export_onnx(ck, targets[0])]
+
+
+def export_targets(ck: Checkpoint | PipelineCheckpoint, out: Path) -> list[Path]:
+    """The files ``export_checkpoint`` writes for ``ck`` at ``out``: ``out`` itself, or one
+    ``<out stem>_<part><suffix>`` per model of a pipeline."""
+    if isinstance(ck, PipelineCheckpoint):
+        return [out.with_name(f"{out.stem}_{name}{out.suffix or '.onnx'}") for name in ck.parts]
+    return [out]
 
 
 class OrtModel:

@@ -26,9 +26,13 @@ log = logging.getLogger(__name__)
 def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     """Files as given; folders expanded to the image files directly inside them (sorted)."""
     out: list[Path] = []
+    empty: list[str] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            out.extend(list_images(p).values())
+            found = list_images(p).values()
+            out.extend(found)
+            if not found:
+                empty.append(str(p))
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise BiounetError(
@@ -38,7 +42,10 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
         else:
             raise BiounetError(f"{p}: no such file or folder")
     if not out:
-        raise BiounetError("no input images found")
+        where = f" in {', '.join(empty)}" if empty else ""
+        raise BiounetError(
+            f"no input images found{where} (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return out
 
 
@@ -60,7 +67,8 @@ def predict_paths(
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
-    segments a disc and a cup. Unreadable files are skipped and reported at the end.
+    segments a disc and a cup. Unreadable files, and images the model cannot take, are skipped
+    and reported at the end.
     ``backend``/``fast``: see ``biounet.predictor.make_predictor``. ``uncertainty``: also
     ``<stem>_uncertainty.png`` and ``uncertainty.csv`` (see ``biounet.uncertainty``).
 
@@ -71,8 +79,16 @@ def predict_paths(
     pred = make_predictor(
         checkpoint, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
     )
-    paths = expand_inputs(inputs)
     out_dir = Path(out_dir)
+    for i in inputs:
+        if Path(i).is_dir() and out_dir.resolve() == Path(i).resolve():
+            raise BiounetError(
+                f"{out_dir}: is also an input folder; its outputs would be read as inputs on the "
+                "next run: choose another --out"
+            )
+    paths = expand_inputs(inputs)
+    if out_dir.is_file():
+        raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def complete(stem: str) -> bool:
@@ -88,10 +104,16 @@ def predict_paths(
         else:
             try:
                 img = read_image(path)
+                predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log)
             except BiounetError as e:
                 errors.append(str(e))
+            except (
+                ValueError,
+                RuntimeError,
+            ) as e:  # an image the model cannot take: the rest go on
+                log.debug("%s", path, exc_info=True)
+                errors.append(f"{path}: prediction failed ({type(e).__name__}: {e})")
             else:
-                predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log)
                 done.append(path)
         bar.set_postfix(skipped=len(skipped), unreadable=len(errors), refresh=False)
     return done, skipped, errors

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
 
 BACKENDS = ("torch", "ort")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +32,9 @@ class Prediction:
 
 
 class ModelPredictor:
-    """A single U-Net checkpoint on whole images. ``backend``/``fast``: see ``runnable``."""
+    """A single U-Net checkpoint on whole images. ``backend``/``fast``: see ``runnable``.
+    ``tta``: the mean of the probabilities of the image and of its left-right and top-bottom
+    flips (3 forward passes)."""
 
     def __init__(
         self,
@@ -39,6 +43,7 @@ class ModelPredictor:
         threshold: float = 0.5,
         backend: str = "torch",
         fast: bool = True,
+        tta: bool = False,
     ) -> None:
         self.ck = ck
         self.device, self.precision = backend_device_precision(backend, precision)
@@ -47,11 +52,18 @@ class ModelPredictor:
         )
         self.labels = ck.labels
         self.threshold = threshold
+        self.tta = tta
 
     def predict(self, img: np.ndarray) -> Prediction:
-        prob = next(
-            predict_images(self.model, [img], self.ck.preprocess, self.device, self.precision, 1)
-        )
+        views = [img, img[:, ::-1].copy(), img[::-1].copy()] if self.tta else [img]
+        probs = list(
+            predict_images(
+                self.model, views, self.ck.preprocess, self.device, self.precision, len(views)
+            )
+        )  # each (L, H, W)
+        prob = probs[0]
+        if self.tta:  # each view's probabilities flipped back
+            prob = (probs[0] + probs[1][:, :, ::-1] + probs[2][:, ::-1]) / 3
         masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
         return Prediction(prob, masks, fundus_measures(masks))
 
@@ -156,4 +168,6 @@ def make_predictor(
                 f"{path}: --backend {backend} is not available for unet_valid models"
             )
         return OverlapTilePredictor(ck, precision)
-    return ModelPredictor(ck, precision, threshold, backend, fast)
+    if fit_ellipse or input_kind != "auto":
+        log.warning("%s: a single model: --ellipse and --input concern fundus pipelines", path)
+    return ModelPredictor(ck, precision, threshold, backend, fast, tta)

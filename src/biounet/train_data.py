@@ -17,6 +17,7 @@ from biounet.data.camera import appearance_augment
 from biounet.data.dataset import ArrayDataset, load_arrays
 from biounet.data.folder import (
     Sample,
+    check_invert,
     discover,
     read_splits,
     resolve_labels,
@@ -99,6 +100,7 @@ def _split_folder(
 def prepare_data(cfg: RunConfig) -> Prepared:
     """In-memory train and val arrays at the network's resolution (see ``split_samples``)."""
     tr_s, val_s, labels = split_samples(cfg)
+    check_invert(cfg.data.invert_masks, labels)
     channels = cfg.model.in_channels or read_image(tr_s[0].image).shape[-1]
     if channels not in (1, 3):
         raise BiounetError(f"in_channels {channels}: biounet trains on grey (1) or RGB (3) images")

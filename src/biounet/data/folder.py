@@ -128,18 +128,30 @@ def select_stems(
 
 
 def resolve_labels(
-    samples: list[Sample], labels: tuple[str, ...] | list[str], root: Path
+    samples: list[Sample],
+    labels: tuple[str, ...] | list[str],
+    root: Path,
+    source: str = "--labels",
 ) -> tuple[str, ...]:
-    """Check the requested labels exist for every sample; with none requested, take every label that
-    every sample has."""
+    """Check the requested labels exist for every sample; with none requested, take every label
+    that every sample has (an error where some images lack one). ``source``: where the requested
+    labels come from, for the error message."""
     available = sorted(set().union(*(s.masks for s in samples))) if samples else []
     if not labels:
         labels = [lb for lb in available if all(lb in s.masks for s in samples)]
+        lacking = {lb: [s.stem for s in samples if lb not in s.masks] for lb in available}
         if not labels:
-            lacking = {lb: [s.stem for s in samples if lb not in s.masks] for lb in available}
             detail = "".join(f"; {lb!r} has no mask for {st[:5]}" for lb, st in lacking.items())
             raise BiounetError(
                 f"{root}/masks: no label has a mask for every image (found {available}){detail}"
+            )
+        partial = [lb for lb in available if lb not in labels]
+        if partial:  # never drop a label silently: the user may have lost a file
+            lb = partial[0]
+            folder = mask_layout(root).get(lb, root / "masks")
+            raise BiounetError(
+                f"{folder}: no mask for image(s) {lacking[lb][:5]}; add them, or train without "
+                f"{', '.join(map(repr, partial))} with --labels {','.join(labels)}"
             )
     # one folder of masks with one requested name: rename 'foreground' to it
     if len(labels) == 1 and available == [SINGLE_LABEL] and labels[0] != SINGLE_LABEL:
@@ -149,9 +161,18 @@ def resolve_labels(
         available = [labels[0]]
     for lb in labels:
         if lb not in available:
-            raise BiounetError(f"--labels: unknown label {lb!r}; {root}/masks has {available}")
+            raise BiounetError(f"{source}: unknown label {lb!r}; {root}/masks has {available}")
         lacking = [s.stem for s in samples if lb not in s.masks]
         if lacking:
             folder = mask_layout(root).get(lb, root / "masks")
             raise BiounetError(f"{folder}: no mask for image(s) {lacking[:5]}")
     return tuple(labels)
+
+
+def check_invert(invert: tuple[str, ...] | list[str], labels: tuple[str, ...]) -> None:
+    """``--invert-masks`` names labels being used: a typo would silently invert nothing."""
+    unknown = [lb for lb in invert if lb not in labels]
+    if unknown:
+        raise BiounetError(
+            f"--invert-masks: unknown label(s) {unknown}; the labels are {list(labels)}"
+        )

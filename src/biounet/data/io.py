@@ -131,6 +131,14 @@ def _read_tiff(path: Path) -> np.ndarray:
                     f"{path}: a stack of {pages} images {tuple(tf.series[0].shape)}; "
                     "biounet reads one 2D image per file"
                 )
+            # pages written one by one are series of their own; reduced-size pages (thumbnails)
+            # are not images of the stack
+            same = sum(1 for p in tf.pages if getattr(p, "shape", None) == page.shape)
+            if same > 1:
+                raise BiounetError(
+                    f"{path}: {same} pages of {page.imagewidth} x {page.imagelength} pixels (a "
+                    "stack); biounet reads one 2D image per file"
+                )
             arr = np.asarray(page.asarray())
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # stored channels-first

@@ -27,7 +27,7 @@ import numpy as np
 
 from biounet import __version__
 from biounet.data.folder import Sample, discover, read_splits, resolve_labels
-from biounet.data.io import _read_array, read_image, read_mask, save_png
+from biounet.data.io import _read_array, image_from_array, read_image, read_mask, save_png
 from biounet.data.transforms import match_channels
 from biounet.errors import BiounetError
 
@@ -224,9 +224,13 @@ def folder_to_nnunet(
     nested = any(len(r) > 1 for r in regions.values())
     ds = Path(out) / f"Dataset{dataset_id:03d}_{name}"
     channels = read_image(train[0].image).shape[-1]
+    rescaled: list[str] = []
     for s in samples:
         split = "Ts" if s.stem in test else "Tr"
-        img = match_channels(read_image(s.image), channels)
+        raw = _read_array(s.image)
+        if raw.dtype != np.uint8:
+            rescaled.append(f"{s.image.name} ({raw.dtype})")
+        img = match_channels(image_from_array(raw, s.image), channels)
         (ds / f"images{split}").mkdir(parents=True, exist_ok=True)
         save_png(
             ds / f"images{split}" / f"{s.stem}_0000.png", img[..., 0] if channels == 1 else img
@@ -238,6 +242,14 @@ def folder_to_nnunet(
                 lab[m[lb]] = i + 1  # containers first, so each pixel ends with its innermost label
             (ds / f"labels{split}").mkdir(exist_ok=True)
             save_png(ds / f"labels{split}" / f"{s.stem}.png", lab)
+    if rescaled:  # said, not silent: nnU-Net gets what biounet itself trains on
+        log.warning(
+            "%d image(s) are not 8-bit (%s%s): written as 8-bit PNG, percentile-scaled per image "
+            "as biounet reads them",
+            len(rescaled),
+            ", ".join(rescaled[:3]),
+            ", ..." if len(rescaled) > 3 else "",
+        )
     meta: dict = {
         "name": name,
         "description": f"written by biounet {__version__} from {root.name}",

@@ -62,10 +62,11 @@ def from_network(prob: torch.Tensor, geo: Geometry) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per image, per channel z-score. (B, C, H, W) uint8 or float -> (B, C, H, W) float32.
-    Per-image statistics make the input independent of camera gain and exposure."""
+    Per-image statistics make the input independent of camera gain and exposure. A one-pixel
+    image (no spread to measure) becomes 0."""
     x = x.float()
     mean = x.mean(dim=(2, 3), keepdim=True)
-    std = x.std(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True, correction=1 if x.shape[2] * x.shape[3] > 1 else 0)
     return (x - mean) / (std + eps)
 
 

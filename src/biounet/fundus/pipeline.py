@@ -489,10 +489,16 @@ def _moved(a: Roi, b: Roi) -> bool:
     return shift > 0.05 or not 0.9 <= b.side / a.side <= 1 / 0.9
 
 
-def save_ensemble(members: list[Path], out: Path) -> Path:
-    """Bundle several fundus.pt files (e.g. the cross-validation folds) into one ensemble file."""
+def save_ensemble(members: list[Path], out: Path, overwrite: bool = True) -> Path:
+    """Bundle several fundus.pt files (e.g. the cross-validation folds) into one ensemble file.
+    ``overwrite=False``: refuse an ``out`` that exists (one of the members, say)."""
     from biounet.checkpoint import PIPELINE_FORMAT, read_payload
     from biounet.errors import BiounetError
+
+    if not overwrite and Path(out).exists():
+        raise BiounetError(
+            f"{out}: exists; ensemble never overwrites a file (choose another --out)"
+        )
 
     parts, settings = {}, []
     for i, path in enumerate(members):
