@@ -95,12 +95,17 @@ def test_prepare_for_inference_casts_weights_to_the_autocast_dtype() -> None:
     assert prepare_for_inference(nn.Conv2d(1, 1, 1), "bf16").weight.dtype == torch.bfloat16
 
 
-def test_predictor_fast_and_as_trained_agree_in_fp32(tmp_path: Path) -> None:
+def two_label_checkpoint(tmp_path: Path):
+    """A width-4 U-Net with trained-looking batch norm, labels a and b, 32 px: (checkpoint, a
+    30 x 45 RGB image)."""
     cfg = ModelConfig(base_width=4, depth=2)
     path = tmp_path / "m.pt"
     save_checkpoint(path, model_with_real_bn(cfg), cfg, ("a", "b"), preprocess_spec(32, 3))
-    ck = load_checkpoint(path)
-    img = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    return load_checkpoint(path), np.random.default_rng(0).integers(0, 256, (30, 45, 3), np.uint8)
+
+
+def test_predictor_fast_and_as_trained_agree_in_fp32(tmp_path: Path) -> None:
+    ck, img = two_label_checkpoint(tmp_path)
     fast = ModelPredictor(ck, "fp32", fast=True).predict(img)
     plain = ModelPredictor(ck, "fp32", fast=False).predict(img)
     assert fast.prob.shape == (2, 30, 45)
@@ -165,11 +170,7 @@ def test_checkpointing_scope_in_the_config() -> None:
 
 
 def test_single_model_tta_is_the_mean_of_the_flipped_views_flipped_back(tmp_path: Path) -> None:
-    cfg = ModelConfig(base_width=4, depth=2)
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, model_with_real_bn(cfg), cfg, ("a", "b"), preprocess_spec(32, 3))
-    ck = load_checkpoint(path)
-    img = np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    ck, img = two_label_checkpoint(tmp_path)
     one = ModelPredictor(ck, "fp32", fast=False)
     lr = one.predict(img[:, ::-1].copy()).prob[:, :, ::-1]
     ud = one.predict(img[::-1].copy()).prob[:, ::-1]
