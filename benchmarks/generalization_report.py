@@ -89,15 +89,26 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"## Disc-centred crops (model '{crops_model(result)}', "
             "input kind detected automatically)",
             "",
-            "| disc share of crop area | images | recognised as crop | disc Dice | cup Dice |",
-            "|---|---|---|---|---|",
+            "| disc share of crop area | images | recognised as crop | flagged doubtful | disc Dice "
+            "| cup Dice |",
+            "|---|---|---|---|---|---|",
         ]
         for k, c in result["crops_refuge_test"].items():
+            flagged = c.get("flagged")
+            f = "-" if flagged is None else _flag_counts(flagged)
             lines.append(
-                f"| {k.split('_')[-1]} | {c['n_images']} | {c['recognised_as_crop']} | "
+                f"| {k.split('_')[-1]} | {c['n_images']} | {c['recognised_as_crop']} | {f} | "
                 f"{c['disc_dice_mean']:.3f} | {c['cup_dice_mean']:.3f} |"
             )
+        if result.get("crops_commit"):
+            lines += ["", f"Crops scored at commit `{result['crops_commit'][:12]}`."]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _flag_counts(flagged: dict[str, int]) -> str:
+    """{"any": 3, "flag": 2, ...} -> "3 (flag 2, ...)"."""
+    detail = ", ".join(f"{k} {v}" for k, v in flagged.items() if k != "any")
+    return f"{flagged.get('any', 0)}" + (f" ({detail})" if detail else "")
 
 
 def write_selection_markdown(result: dict[str, Any], path: Path) -> None:

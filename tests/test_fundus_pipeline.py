@@ -190,7 +190,7 @@ class _ScaleBoundPredictor(_FakePredictor):
 def test_a_crop_is_read_at_the_scale_where_the_disc_reproduces_its_roi() -> None:
     # a crop whose disc fills 60 % of its area: 70 px across in an 80-px image
     d = _disc(80, 80, 40, 40, 35)
-    img = np.repeat((d * 255).astype(np.uint8)[..., None], 3, axis=2)
+    img = np.repeat(np.where(d, 255, 120).astype(np.uint8)[..., None], 3, axis=2)  # retina round
     r = _ScaleBoundPredictor(disc_extent=71).predict(img)
     assert r.flags == [] and 0.8 <= r.roi.side / 142 <= 1.25
     assert binary_scores(r.masks["disc"], d)["dice"] > 0.95
@@ -269,6 +269,45 @@ def test_auto_reads_an_image_with_a_fov_border_as_a_photograph_only() -> None:
         r = p.predict(photo)
         assert p.last_input_kind == "full" and r.masks["disc"].any()
     assert small.predict(photo).flags == ["disc_size_unusual"]
+
+
+def _reading(h: int, w: int, cy: int, cx: int, r: int, flags: list[str] | None = None):
+    """A stand-in reading: (ROI, (2, H, W) probabilities of a disc of radius r at (cy, cx) and a
+    cup half as wide, flags)."""
+    disc, cup = _disc(h, w, cy, cx, r), _disc(h, w, cy, cx, r // 2)
+    prob = np.stack([disc, cup]).astype(np.float32)
+    return Roi(float(cy), float(cx), 4.0 * r), prob, list(flags or [])
+
+
+def test_a_crop_reading_whose_disc_fills_the_image_or_hardly_any_of_it_is_doubtful() -> None:
+    """No disc-centred crop has a disc filling the image (a featureless picture) or under 7 % of
+    it (a texture taken for a disc); an image read as a crop and a photograph that find different
+    plausible discs is flagged; a photograph given as a crop is flagged."""
+    img = np.full((100, 100, 3), 120, np.uint8)
+    cases = {  # crop reading, photograph reading -> kind, flags
+        "fills": (_reading(100, 100, 50, 50, 70), _reading(100, 100, 50, 50, 8, ["disc_not_found"]),
+                  "crop", ["disc_size_unusual"]),
+        "speck": (_reading(100, 100, 50, 50, 6), _reading(100, 100, 50, 50, 8, ["disc_low_confidence"]),
+                  "crop", ["disc_size_unusual"]),
+        "doubtful crop, sure photograph": (_reading(100, 100, 50, 50, 70), _reading(100, 100, 30, 60, 9),
+                                            "full", []),
+        "two plausible discs": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 30, 70, 9),
+                                "crop", ["crop_or_photograph_unclear"]),
+        "one disc, two readings": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 50, 50, 26),
+                                   "crop", []),
+    }  # fmt: skip
+    for name, (crop, photo, kind, flags) in cases.items():
+        p = _FakePredictor(fill=0.5)
+        p.read_crop = lambda img, c=crop: (c[0], c[1], list(c[2]))  # type: ignore[method-assign]
+        p.read_photo = lambda img, f=photo: (f[0], f[1], list(f[2]))  # type: ignore[method-assign]
+        r = p.predict(img)
+        assert (p.last_input_kind, r.flags) == (kind, flags), name
+    yy, xx = np.mgrid[0:100, 0:100]
+    photo_img = np.where(((yy - 50) ** 2 + (xx - 50) ** 2 <= 48**2)[..., None], 140, 2)
+    p = _FakePredictor(fill=0.5, input_kind="crop")
+    p.read_crop = lambda img: _reading(100, 100, 50, 50, 30)  # type: ignore[method-assign]
+    r = p.predict(photo_img.astype(np.uint8).repeat(3, axis=2))
+    assert r.flags == ["looks_like_a_photograph"]
 
 
 def test_training_crops_stay_inside_the_kept_window_at_any_scale_jitter(tmp_path) -> None:
@@ -381,3 +420,47 @@ def test_polar_area_loss_without_polar_crops_is_refused_before_training(
     assert "only with --pipeline fundus" in capsys.readouterr().err
     assert main(["cv", *args, "--polar"]) == 2
     assert "--polar-area-loss are not available" in capsys.readouterr().err
+
+
+def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_empty() -> None:
+    import math
+
+    from biounet.fundus.pipeline import FundusResult
+    from biounet.predictor import FundusPipelinePredictor
+
+    roi, prob, _ = _reading(100, 100, 50, 50, 30)
+    masks = {"disc": prob[0] > 0.5, "cup": prob[1] > 0.5}
+
+    class Inner:
+        last_input_kind, flags = "crop", []
+
+        def predict(self, img):
+            return FundusResult(prob, masks, roi, list(self.flags))
+
+    p = object.__new__(FundusPipelinePredictor)
+    p.inner = Inner()
+    m = p.predict(np.zeros((100, 100, 3), np.uint8)).measures
+    assert m["vcdr"] == pytest.approx(0.5, abs=0.05) and m["input_kind"] == "crop"
+    assert math.isnan(m["rim_nasal"]) and math.isnan(m["rim_temporal"]) and m["rim_superior"] > 0
+    p.inner.last_input_kind = "full"
+    assert not math.isnan(p.predict(np.zeros((100, 100, 3), np.uint8)).measures["rim_left"])
+    p.inner.flags = ["disc_not_found"]
+    m = p.predict(np.zeros((100, 100, 3), np.uint8)).measures
+    assert math.isnan(m["vcdr"]) and math.isnan(m["disc_area_px"]) and m["roi_side"] == 120.0
+
+
+def test_overlay_text_says_when_no_disc_was_measured_and_lists_each_doubt_on_its_own_line() -> None:
+    import math
+
+    from biounet.predict import overlay_text
+    from biounet.predictor import Prediction
+
+    sure = Prediction(np.zeros((2, 4, 4)), {}, {"vcdr": 0.51, "hcdr": 0.4, "acdr": 0.3})
+    assert overlay_text(sure) == "vCDR 0.51  hCDR 0.40  aCDR 0.30"
+    none = Prediction(np.zeros((2, 4, 4)), {}, {"vcdr": math.nan}, ["disc_not_found", "empty_disc"])
+    assert overlay_text(none).splitlines() == [
+        "no disc measured",
+        "DOUBTFUL:",
+        "  disc_not_found",
+        "  empty_disc",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -96,7 +97,7 @@ def predict_paths(
 
     measures = RowLog(out_dir / "measures.csv", complete, overwrite)
     unc_log = RowLog(out_dir / "uncertainty.csv", complete, overwrite)
-    done, skipped, errors = [], [], []
+    done, skipped, errors, doubtful = [], [], [], []
     bar = tqdm(paths, desc="predict", unit="img", disable=None if show_progress else True)
     for path in bar:
         if not overwrite and complete(path.stem):
@@ -104,7 +105,8 @@ def predict_paths(
         else:
             try:
                 img = read_image(path)
-                predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log)
+                if predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log):
+                    doubtful.append(path.name)
             except BiounetError as e:
                 errors.append(str(e))
             except (
@@ -116,6 +118,14 @@ def predict_paths(
             else:
                 done.append(path)
         bar.set_postfix(skipped=len(skipped), unreadable=len(errors), refresh=False)
+    if doubtful:
+        log.warning(
+            "%d of %d image(s) doubtful (DOUBTFUL in the overlay, flags in measures.csv): %s%s",
+            len(doubtful),
+            len(done),
+            ", ".join(doubtful[:5]),
+            ", ..." if len(doubtful) > 5 else "",
+        )
     return done, skipped, errors
 
 
@@ -127,9 +137,9 @@ def predict_one(
     uncertainty: bool,
     measures: RowLog,
     unc_log: RowLog,
-) -> None:
+) -> list[str]:
     """One image's files and CSV rows. The rows and the uncertainty map come first: the overlay,
-    written last, marks the image done."""
+    written last, marks the image done. Returns the prediction's doubt flags."""
     p = pred.predict(img)
     if uncertainty:
         umap, scores = image_uncertainty(pred, img, p)
@@ -140,6 +150,7 @@ def predict_one(
             {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
         )
     write_outputs(out_dir, path.stem, img, p, pred.labels)
+    return p.flags
 
 
 def output_files(
@@ -218,9 +229,12 @@ def overlay_text(p: Prediction) -> str:
     parts = []
     m = p.measures
     if "vcdr" in m:
-        parts.append(f"vCDR {m['vcdr']:.2f}  hCDR {m['hcdr']:.2f}  aCDR {m['acdr']:.2f}")
-    if p.flags:
-        parts.append("DOUBTFUL: " + ", ".join(p.flags))
+        if math.isnan(m["vcdr"]):
+            parts.append("no disc measured")
+        else:
+            parts.append(f"vCDR {m['vcdr']:.2f}  hCDR {m['hcdr']:.2f}  aCDR {m['acdr']:.2f}")
+    if p.flags:  # one per line: a narrow image cuts a long line off
+        parts += ["DOUBTFUL:", *(f"  {f}" for f in p.flags)]
     return "\n".join(parts)
 
 
@@ -230,7 +244,7 @@ def draw_text(img: np.ndarray, text: str) -> np.ndarray:
 
     im = Image.fromarray(img)
     draw = ImageDraw.Draw(im)
-    size = max(12, img.shape[0] // 30)
+    size = max(10, min(img.shape[:2]) // 30)
     try:
         font = ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,14 @@ class FundusPipelinePredictor:
     def predict(self, img: np.ndarray) -> Prediction:
         r = self.inner.predict(img)
         measures = fundus_measures(r.masks)
+        kind = getattr(self.inner, "last_input_kind", "")
+        if kind == "crop":  # no macula in view: which side of the disc is nasal is unknown
+            measures.update(rim_nasal=math.nan, rim_temporal=math.nan, isnt_rule=math.nan)
+        if {"disc_not_found", "empty_disc"} & set(r.flags):  # no disc: nothing was measured
+            measures = {k: math.nan for k in measures}
         if r.roi is not None:
             measures.update(roi_cy=r.roi.cy, roi_cx=r.roi.cx, roi_side=r.roi.side)
-        measures["input_kind"] = getattr(self.inner, "last_input_kind", "")
+        measures["input_kind"] = kind
         return Prediction(r.prob, r.masks, measures, r.flags)
 
 
