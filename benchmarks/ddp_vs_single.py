@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ def main() -> None:
     train += ["--image-size", str(a.image_size), "--precision", "fp32", "--seed", "0"]
     one = a.out / "single"
     many = a.out / f"ddp{a.nproc}"
+    for run_dir in (one, many):  # this script's own scratch runs: train refuses a finished one
+        shutil.rmtree(run_dir, ignore_errors=True)
     t_one = run([sys.executable, "-m", "biounet", "-q", *train, "--out", str(one)], a.threads)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     launch += [f"--nproc_per_node={a.nproc}", "-m", "biounet", "-q", *train, "--out", str(many)]

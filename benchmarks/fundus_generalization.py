@@ -336,6 +336,8 @@ def main() -> None:
         "predict reads crops), into the results' crops_refuge_test",
     )
     args = ap.parse_args()
+    if args.crops_only and args.quick:
+        ap.error("--crops-only rewrites the committed results' crops: run it without --quick")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.quick:
         args.locator_draws, args.roi_draws, args.crop_images = 40, 40, 3

@@ -43,7 +43,6 @@ from biounet.em.fit_em import (  # noqa: E402
     train_and_calibrate,
     train_fresh,
 )
-from biounet.em.metrics import fscore_error, interior_counts  # noqa: E402
 from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
@@ -178,7 +177,7 @@ def evaluate_val(ck: Path, data: dict[str, np.ndarray], args: argparse.Namespace
     # the leaderboard's way, for comparison only: the best threshold on the scored slices themselves
     grid = {t: means[t] for t in args.thresholds}
     best_t = best_threshold(grid, SELECT)
-    pooled = {t: pooled_fscore_error(probs, data["val_int"], t) for t in sweep}
+    pooled = {t: m["pixel_error_fscore"] for t, m in means.items()}  # counts pooled: mean_scores
     return {
         "slices": VAL,
         "arm": c.extra["arm"],
@@ -206,16 +205,6 @@ def evaluate_val(ck: Path, data: dict[str, np.ndarray], args: argparse.Namespace
         "leaderboard_style_max_over_thresholds: the best threshold on 25-29 itself, as the "
         "leaderboard scored (optimistic; not a held-out number)",
     }
-
-
-def pooled_fscore_error(probs: list[np.ndarray], interior: np.ndarray, threshold: float) -> float:
-    """The challenge's pixel error over a stack: 1 - F1 of cell interior, counts pooled over the
-    slices (probs N x (H, W) P(interior), interior (N, H, W) bool; membrane = 1 - p > threshold)."""
-    counts = np.sum(
-        [interior_counts(1.0 - p, ~m, threshold) for p, m in zip(probs, interior, strict=True)],
-        axis=0,
-    )
-    return fscore_error(*(int(c) for c in counts))
 
 
 def report(results: Path) -> None:
@@ -305,9 +294,10 @@ def report(results: Path) -> None:
                 f"{v['leaderboard_style_max_over_thresholds']['v_rand_thinned']:.4f}."
             ]
         lines += fscore_lines(v)
-    if "refit_00_24" in d:
-        r, v = d["refit_00_24"], d["refit_00_24"]["val"]
-        lines += ["", f"## Final refit on slices 00-24 ({r['minutes_per_run']} min)", ""]
+    for key in (k for k in d if k.startswith("refit_00_24")):
+        r, v = d[key], d[key]["val"]
+        tag = f", {r['tag']}" if r.get("tag") else ""
+        lines += ["", f"## Final refit on slices 00-24 ({r['minutes_per_run']} min{tag})", ""]
         lines += [
             f"{r['arm']}, {r['iterations']} iterations (loss first / last 20: "
             f"{r['loss_first_20']:.3f} / {r['loss_last_20']:.3f}); thresholds and TTA from "
@@ -536,6 +526,12 @@ def refit_source(d: dict[str, Any], tag: str = "") -> tuple[str, dict[str, Any]]
     return best, d[best]
 
 
+def refit_key(tag: str) -> str:
+    """The results key (and checkpoint prefix) of the refit of setup ``tag``: a GPU refit never
+    replaces the CPU one."""
+    return f"refit_00_24_{tag}" if tag else "refit_00_24"
+
+
 def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
     """The issue's final protocol: the arm, budget, membrane thresholds and TTA chosen on slices
     20-24 by the best longer run (``refit_source``), the model trained again on all of slices
@@ -553,12 +549,13 @@ def refit(data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, An
         np.concatenate([data["train_int"], data["held_int"]]),
     )
     model, rows = train_fresh(train, border, args.base_width, arm_config(args, elastic, minutes))
-    ck = args.work / f"refit_00_24_{arm}.pt"
+    ck = args.work / f"{refit_key(args.tag)}_{arm}.pt"
     extra = {**source_ck.extra, "arm": arm, "refit_from": key}
     save_em_checkpoint(ck, model, SLICE_OUT_TILE, extra["membrane_threshold"], extra)
     return {
         "source": key,
         "arm": arm,
+        "tag": args.tag,
         "train_slices": TRAIN + HELD,
         "minutes_per_run": minutes,
         **rows_summary(rows),
@@ -588,12 +585,18 @@ def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
             update_results(NAME, "val", val, args.results)
         else:
             update_results(NAME, key, d[key] | {"arms": arms, "val": val}, args.results)
-    refit_ck = args.work / f"refit_00_24_{d.get('refit_00_24', {}).get('arm')}.pt"
-    if "refit_00_24" in d and refit_ck.is_file():
-        r = d[
-            "refit_00_24"
-        ]  # its thresholds are its source run's, chosen on 20-24: take them again
-        src = json.loads((args.results / f"{NAME}.json").read_text())[r["source"]]
+    for rkey in (k for k in d if k.startswith("refit_00_24")):
+        rescore_refit(rkey, data, args)
+
+
+def rescore_refit(rkey: str, data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
+    """A refit's val scored again, its thresholds and TTA taken again from its source run's
+    checkpoint (chosen on 20-24); kept as it was where a checkpoint is gone."""
+    d = json.loads((args.results / f"{NAME}.json").read_text())
+    r = d[rkey]
+    refit_ck = args.work / f"{rkey}_{r['arm']}.pt"
+    if refit_ck.is_file():
+        src = d[r["source"]]
         source_ck = args.work / f"{src.get('checkpoint_prefix', 'long_')}{r['arm']}.pt"
         if source_ck.is_file():
             c, extra = load_checkpoint(refit_ck), load_checkpoint(source_ck).extra
@@ -601,7 +604,7 @@ def rescore(data: dict[str, np.ndarray], args: argparse.Namespace) -> None:
             model = c.build()
             save_em_checkpoint(refit_ck, model, SLICE_OUT_TILE, extra["membrane_threshold"], extra)
             update_results(
-                NAME, "refit_00_24", r | {"val": evaluate_val(refit_ck, data, args)}, args.results
+                NAME, rkey, r | {"val": evaluate_val(refit_ck, data, args)}, args.results
             )
 
 
@@ -617,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         print((args.results / f"{NAME}.md").read_text())
         return
     if args.refit is not None:
-        update_results(NAME, "refit_00_24", refit(data, args), args.results)
+        update_results(NAME, refit_key(args.tag), refit(data, args), args.results)
         report(args.results)
         print((args.results / f"{NAME}.md").read_text())
         return

@@ -305,3 +305,21 @@ def test_evaluate_names_the_models_labels_and_refuses_a_dataset_list(
     (tmp_path / "list.yaml").write_text("datasets:\n  - root: data\n")
     code, err = run_cli([*argv, "--data", str(tmp_path / "list.yaml")], capsys)
     assert_one_line(code, err, "biounet: error: ", ["list.yaml: evaluate takes one dataset folder"])
+
+
+def test_train_em_refuses_a_device_this_machine_lacks(tmp_path: Path, capsys) -> None:
+    root = write_dataset(tmp_path / "data")
+    for device, needle in (("gpu", "device 'gpu': not a device"), ("cuda:7", "CUDA GPU(s)")):
+        argv = ["train-em", "--data", str(root), "--out", str(tmp_path / "em"), "--device", device]
+        assert_one_line(*run_cli(argv, capsys), "biounet: error: ", [needle])
+        assert not (tmp_path / "em").exists()
+
+
+def test_predict_paths_takes_any_iterable_of_inputs(tmp_path: Path, tiny_checkpoints) -> None:
+    from biounet.predict import predict_paths
+
+    save(tmp_path / "in" / "x.png", np.zeros((H, W, 3), np.uint8))
+    done, _, errors = predict_paths(
+        tiny_checkpoints[3], (tmp_path / "in").glob("*.png"), tmp_path / "out", show_progress=False
+    )
+    assert [p.name for p in done] == ["x.png"] and errors == []

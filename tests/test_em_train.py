@@ -323,6 +323,31 @@ def test_train_em_cli_on_a_folder_then_predict(tmp_path: Path, capsys) -> None:
     rc = main(["predict", "--checkpoint", str(tmp_path / "run" / "model.pt"),
                "--out", str(tmp_path / "p"), str(tmp_path / "em" / "images")])  # fmt: skip
     assert rc == 0 and (tmp_path / "p" / "s0_membrane.png").is_file()
+    # --tta asks for the 8-view average even where the held-out slices did not choose it
+    from biounet.predictor import make_predictor
+
+    assert make_predictor(tmp_path / "run" / "model.pt", "fp32", tta=True).tta
+
+
+def test_train_em_takes_the_one_complete_label_and_says_which_it_leaves(tmp_path, caplog) -> None:
+    import logging
+
+    from PIL import Image
+
+    from biounet.em.fit_em import read_folder_slices
+
+    images, interior = synthetic_em(3, 32)
+    for sub in ("images", "masks/interior", "masks/mito"):
+        (tmp_path / sub).mkdir(parents=True)
+    for i, (im, m) in enumerate(zip(images, interior, strict=True)):
+        Image.fromarray(im).save(tmp_path / "images" / f"s{i}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "masks/interior" / f"s{i}.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks/mito" / "s0.png")
+    with caplog.at_level(logging.WARNING):
+        stems, imgs, inter = read_folder_slices(tmp_path, "train", False)
+    assert stems == ["s0", "s1", "s2"] and inter.shape == (3, 32, 32)
+    np.testing.assert_array_equal(inter, interior)
+    assert "training on 'interior'; 'mito' lack masks for some images" in caplog.text
 
 
 def test_train_em_refuses_rgb_slices_naming_the_file(tmp_path: Path, capsys) -> None:

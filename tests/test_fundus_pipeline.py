@@ -422,7 +422,7 @@ def test_polar_area_loss_without_polar_crops_is_refused_before_training(
     assert "--polar-area-loss are not available" in capsys.readouterr().err
 
 
-def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_empty() -> None:
+def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_not_written() -> None:
     import math
 
     from biounet.fundus.pipeline import FundusResult
@@ -444,8 +444,12 @@ def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_emp
     assert math.isnan(m["rim_nasal"]) and math.isnan(m["rim_temporal"]) and m["rim_superior"] > 0
     p.inner.last_input_kind = "full"
     assert not math.isnan(p.predict(np.zeros((100, 100, 3), np.uint8)).measures["rim_left"])
+    from biounet.predict import reported_measures
+
     p.inner.flags = ["disc_not_found"]
-    m = p.predict(np.zeros((100, 100, 3), np.uint8)).measures
+    pred = p.predict(np.zeros((100, 100, 3), np.uint8))
+    assert pred.measures["vcdr"] == pytest.approx(0.5, abs=0.05)  # evaluate counts every image
+    m = reported_measures(pred)  # what predict writes: no ratios of a disc never found
     assert math.isnan(m["vcdr"]) and math.isnan(m["disc_area_px"]) and m["roi_side"] == 120.0
 
 
@@ -464,3 +468,11 @@ def test_overlay_text_says_when_no_disc_was_measured_and_lists_each_doubt_on_its
         "  disc_not_found",
         "  empty_disc",
     ]
+
+
+def test_each_doubt_is_named_once() -> None:
+    """segment's and crop_doubts' size checks may both find an empty disc implausible."""
+    img = np.full((100, 100, 3), 120, np.uint8)
+    for kind in ("crop", "auto"):
+        r = _FakePredictor(fill=0.0, input_kind=kind).predict(img)
+        assert len(r.flags) == len(set(r.flags)) and "disc_size_unusual" in r.flags

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -179,12 +180,17 @@ def test_challenge_pixel_error_line_and_a_tagged_gpu_run(tmp_path: Path) -> None
     assert isbi.long_key(3.2, "gpu_w64") == ("long_runs_3.2min_gpu_w64", "long3.2_gpu_w64_")
 
 
-def test_pooled_challenge_pixel_error_pools_the_slices_counts() -> None:
+def test_a_stacks_challenge_pixel_error_pools_the_slices_counts() -> None:
+    from biounet.em.train_em import mean_scores, score_slices
+
     interior = np.array([[[True, True], [True, False]], [[True, True], [True, True]]])
     p = np.where(interior, 0.9, 0.1).astype(np.float32)  # P(interior), perfect at 0.5
-    assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 0.0
-    p[1, 0, 0] = 0.2  # one interior pixel of slice 1 missed: tp 6, fp 0, fn 1
-    assert isbi.pooled_fscore_error(list(p), interior, 0.5) == 1 - 12 / 13
+    assert mean_scores(score_slices(list(p), interior, 0.5))["pixel_error_fscore"] == 0.0
+    p[1, 0, 0] = 0.2  # one interior pixel of slice 1 missed: pooled tp 6, fp 0, fn 1
+    rows = score_slices(list(p), interior, 0.5)
+    assert mean_scores(rows)["pixel_error_fscore"] == pytest.approx(1 - 12 / 13)
+    per_slice = (rows[0]["pixel_error_fscore"] + rows[1]["pixel_error_fscore"]) / 2
+    assert per_slice == pytest.approx((0 + (1 - 6 / 7)) / 2)  # not what the challenge scored
 
 
 def test_the_refit_source_is_taken_among_runs_of_the_same_setup_tag() -> None:

@@ -90,9 +90,10 @@ def load_model(
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
 
     ``threshold``: probability above which a pixel is in a mask. ``precision``: ``"auto"`` (bf16
-    where the hardware has it), ``"bf16"`` or ``"fp32"``. ``tta``, ``postprocess`` and
-    ``fit_ellipse`` apply to the fundus pipeline (flip averaging; one component per structure with
-    holes filled and the cup inside the disc; ellipses fitted to disc and cup).
+    where the hardware has it), ``"bf16"`` or ``"fp32"``. ``tta``: flip averaging (every kind of
+    checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
+    apply to the fundus pipeline (one component per structure with holes filled and the cup inside
+    the disc; ellipses fitted to disc and cup).
     Raises ``BiounetError`` naming the file when it is missing or not a biounet checkpoint.
     """
     if not 0 < threshold < 1:

@@ -360,6 +360,7 @@ def cmd_import_dataset(a: argparse.Namespace) -> int:
 def cmd_train_em(a: argparse.Namespace) -> int:
     from biounet.em.fit_em import EmFitConfig, fit_em
     from biounet.em.train_em import EmTrainConfig
+    from biounet.infer import pick_device
     from biounet.models import preset
     from biounet.models.unet_valid import valid_input_size
 
@@ -382,6 +383,7 @@ def cmd_train_em(a: argparse.Namespace) -> int:
         ),
     )
     refuse_existing_run(a.out, resumable=False)
+    pick_device(a.device)  # a device this machine lacks: said before the data is read
     try:  # a tile the unpadded network cannot produce: say so before anything is written
         valid_input_size(a.out_tile, preset("paper_valid_small").depth)
     except ValueError as e:

@@ -25,9 +25,21 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """ "auto" (CUDA where present, else CPU), "cpu", "cuda" or "cuda:N"; BiounetError for a name
+    that is no device or a GPU this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BiounetError(f"device {name!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (device.index or 0) >= n:
+            raise BiounetError(
+                f"device {name!r}: this machine has {n} CUDA GPU(s); use cpu or auto"
+            )
+    return device
 
 
 def bf16_supported(device: torch.device) -> bool:

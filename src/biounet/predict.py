@@ -80,7 +80,7 @@ def predict_paths(
     pred = make_predictor(
         checkpoint, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
     )
-    out_dir = Path(out_dir)
+    out_dir, inputs = Path(out_dir), list(inputs)  # read twice below: no generator used up
     for i in inputs:
         if Path(i).is_dir() and out_dir.resolve() == Path(i).resolve():
             raise BiounetError(
@@ -146,9 +146,8 @@ def predict_one(
         save_png(out_dir / f"{path.stem}_uncertainty.png", umap)
         unc_log.add({"stem": path.stem, "file": str(path), **scores})
     if p.measures:
-        measures.add(
-            {"stem": path.stem, "file": str(path), **p.measures, "flags": ";".join(p.flags)}
-        )
+        shown = reported_measures(p)
+        measures.add({"stem": path.stem, "file": str(path), **shown, "flags": ";".join(p.flags)})
     write_outputs(out_dir, path.stem, img, p, pred.labels)
     return p.flags
 
@@ -225,9 +224,22 @@ def write_outputs(
     os.replace(tmp, out_dir / f"{stem}_overlay.png")
 
 
+NO_DISC_FLAGS = ("disc_not_found", "empty_disc")
+
+
+def reported_measures(p: Prediction) -> dict[str, Any]:
+    """The measures predict writes (CSV row, overlay): where no disc was found, none (NaN) but the
+    ROI and the input kind, rather than ratios of whatever was segmented. ``evaluate`` scores the
+    prediction's own measures, every image counted."""
+    if not set(NO_DISC_FLAGS) & set(p.flags):
+        return p.measures
+    keep = ("roi_cy", "roi_cx", "roi_side", "input_kind")
+    return {k: (v if k in keep else math.nan) for k, v in p.measures.items()}
+
+
 def overlay_text(p: Prediction) -> str:
     parts = []
-    m = p.measures
+    m = reported_measures(p)
     if "vcdr" in m:
         if math.isnan(m["vcdr"]):
             parts.append("no disc measured")

@@ -105,8 +105,6 @@ class FundusPipelinePredictor:
         kind = getattr(self.inner, "last_input_kind", "")
         if kind == "crop":  # no macula in view: which side of the disc is nasal is unknown
             measures.update(rim_nasal=math.nan, rim_temporal=math.nan, isnt_rule=math.nan)
-        if {"disc_not_found", "empty_disc"} & set(r.flags):  # no disc: nothing was measured
-            measures = {k: math.nan for k in measures}
         if r.roi is not None:
             measures.update(roi_cy=r.roi.cy, roi_cx=r.roi.cx, roi_side=r.roi.side)
         measures["input_kind"] = kind
@@ -173,7 +171,7 @@ def make_predictor(
             raise BiounetError(
                 f"{path}: --backend {backend} is not available for unet_valid models"
             )
-        return OverlapTilePredictor(ck, precision)
+        return OverlapTilePredictor(ck, precision, tta)
     if fit_ellipse or input_kind != "auto":
         log.warning("%s: a single model: --ellipse and --input concern fundus pipelines", path)
     return ModelPredictor(ck, precision, threshold, backend, fast, tta)

@@ -216,9 +216,10 @@ def em_scores(
     (1 = membrane). Membrane = prob > threshold; cells are the 4-connected components of the rest.
     -> {"pixel_error", "rand_error", "adapted_rand_error", "v_rand", "v_rand_split",
     "v_rand_merge", "v_info", "v_info_split", "v_info_merge", "v_rand_thinned",
-    "v_info_thinned", "pixel_error_fscore"}. "pixel_error" is the fraction of pixels mislabelled;
-    "pixel_error_fscore" the challenge's pixel error of this one image (``fscore_error`` of
-    ``interior_counts``). "rand_error" is the classic all-pairs 1 - Rand index with membrane as one
+    "v_info_thinned", "pixel_error_fscore", "interior_tp", "interior_fp", "interior_fn"}.
+    "pixel_error" is the fraction of pixels mislabelled; "pixel_error_fscore" the challenge's pixel
+    error of this one image (``fscore_error`` of ``interior_counts``, which are given too: a stack's
+    is that of the summed counts, see ``biounet.em.train_em.mean_scores``). "rand_error" is the classic all-pairs 1 - Rand index with membrane as one
     more segment; "adapted_rand_error" = 1 - v_rand, the challenge's foreground-restricted version
     (without thinning, at this one threshold).
     ``"v_rand_thinned"`` and ``"v_info_thinned"``: the same after ``thin_borders`` of both label
@@ -230,11 +231,13 @@ def em_scores(
         )
     seg_pred = segment(prob_membrane, kind="membrane", threshold=threshold)
     seg_true = segment(true_membrane, kind="membrane", threshold=0.5)
+    tp, fp, fn = interior_counts(prob_membrane, true_membrane, threshold)
     return {
         "pixel_error": pixel_error(prob_membrane > threshold, true_membrane > 0.5),
-        "pixel_error_fscore": fscore_error(
-            *interior_counts(prob_membrane, true_membrane, threshold)
-        ),
+        "pixel_error_fscore": fscore_error(tp, fp, fn),
+        "interior_tp": tp,
+        "interior_fp": fp,
+        "interior_fn": fn,
         **segmentation_scores(seg_pred, seg_true),
     }
 

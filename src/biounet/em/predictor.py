@@ -17,9 +17,9 @@ class OverlapTilePredictor:
     """Two-class softmax checkpoints (labels e.g. ("membrane", "interior")): prob (2, H, W); the
     first class is foreground where its probability exceeds the threshold chosen on held-out data
     and stored in the checkpoint (``membrane_threshold``), else 0.5; with the 8-view test-time
-    augmentation where the checkpoint says it was chosen there (``tta``)."""
+    augmentation where the checkpoint says it was chosen there, or ``tta`` asks for it."""
 
-    def __init__(self, ck: Checkpoint, precision: str = "auto") -> None:
+    def __init__(self, ck: Checkpoint, precision: str = "auto", tta: bool = False) -> None:
         if len(ck.labels) != 2 or ck.preprocess.get("output") != "softmax":
             raise BiounetError(
                 f"unet_valid checkpoint with labels {ck.labels}: predict runs two-class softmax "
@@ -32,7 +32,7 @@ class OverlapTilePredictor:
         self.out_tile = int(ck.preprocess.get("out_tile", 388))
         self.in_channels = int(ck.preprocess.get("in_channels", 1))
         self.threshold = float(ck.extra.get("membrane_threshold", 0.5))
-        self.tta = bool(ck.extra.get("tta", False))
+        self.tta = tta or bool(ck.extra.get("tta", False))  # --tta asks for it where not chosen
 
     def predict(self, img: np.ndarray) -> Prediction:
         if self.in_channels != 1:

@@ -24,7 +24,7 @@ from biounet.checkpoint import save_checkpoint
 from biounet.config import ModelConfig
 from biounet.data.transforms import normalize
 from biounet.em.loss import weighted_cross_entropy
-from biounet.em.metrics import em_scores
+from biounet.em.metrics import em_scores, fscore_error
 from biounet.em.tiles import EmSlices, sample_batch
 from biounet.infer import autocast, pick_device, resolve_precision
 from biounet.infer_tiling import overlap_tile
@@ -229,8 +229,13 @@ def score_slices(
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean over slices of each score."""
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    """Mean over slices of each score, except the challenge's pixel error: that of the slices'
+    pooled interior counts, as the challenge scored a stack (Fiji's ``PixelError``)."""
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    if "interior_tp" in out:
+        counts = (int(sum(r[f"interior_{k}"] for r in rows)) for k in ("tp", "fp", "fn"))
+        out["pixel_error_fscore"] = fscore_error(*counts)
+    return out
 
 
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.1), 2))

@@ -473,7 +473,7 @@ class FundusPredictor:
             )
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
-        return FundusResult(prob, masks, roi, flags)
+        return FundusResult(prob, masks, roi, list(dict.fromkeys(flags)))  # each flag once
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
