@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from biounet.losses import bce_dice_loss, pixel_weights
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 from biounet.optim import backward_step, grad_scaler, make_adam
+from biounet.runlock import run_lock
 from biounet.train_data import Batch, array_batches, prepare_data
 from biounet.train_state import TrainState, capture, check_free_space, checkpoint_bytes, restore
 
@@ -154,25 +156,27 @@ def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False
     cfg = with_data_facts(cfg, data.labels, data.in_channels)
     if dist.is_main:
         out_dir = make_run_dir(out_dir)
-        cfg.save_yaml(out_dir / "config.yaml")
-    n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
-    log.info("%d train / %d val images; labels %s", len(data.train), len(data.val), data.labels)
-    train_loop(
-        cfg,
-        lambda: array_batches(data.train, cfg, gen, dist),
-        n_batches,
-        data.val,
-        Path(out_dir),
-        preprocess_spec(cfg.data.image_size, data.in_channels),
-        gen=gen,
-        dist=dist,
-        resume=resume,
-        keep_last=not data.held_out,
-    )
-    if dist.is_main:  # report.html: validation images scored by best.pt, curves, config
-        from biounet.report import write_run_report
+    with run_lock(out_dir) if dist.is_main else nullcontext():  # one process per run folder
+        if dist.is_main:
+            cfg.save_yaml(Path(out_dir) / "config.yaml")
+        n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
+        log.info("%d train / %d val images; labels %s", len(data.train), len(data.val), data.labels)
+        train_loop(
+            cfg,
+            lambda: array_batches(data.train, cfg, gen, dist),
+            n_batches,
+            data.val,
+            Path(out_dir),
+            preprocess_spec(cfg.data.image_size, data.in_channels),
+            gen=gen,
+            dist=dist,
+            resume=resume,
+            keep_last=not data.held_out,
+        )
+        if dist.is_main:  # report.html: validation images scored by best.pt, curves, config
+            from biounet.report import write_run_report
 
-        write_run_report(Path(out_dir), cfg)
+            write_run_report(Path(out_dir), cfg)
     return Path(out_dir)
 
 
