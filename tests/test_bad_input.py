@@ -323,3 +323,12 @@ def test_predict_paths_takes_any_iterable_of_inputs(tmp_path: Path, tiny_checkpo
         tiny_checkpoints[3], (tmp_path / "in").glob("*.png"), tmp_path / "out", show_progress=False
     )
     assert [p.name for p in done] == ["x.png"] and errors == []
+
+
+def test_cv_help_offers_only_the_train_options_cv_takes() -> None:
+    from biounet.cli import parser
+
+    helptext = parser()._subparsers._group_actions[0].choices["cv"].format_help()
+    for flag in ("--resume", "--polar ", "--soft-targets", "--roi-scale", "--locator-epochs"):
+        assert flag not in helptext, flag
+    assert "--epochs" in helptext and "--folds" in helptext

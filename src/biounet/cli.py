@@ -89,6 +89,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"biounet: error: {message} (see {self.prog} --help)\n")
 
 
+# train options that cv does not take (see cmd_cv): folds resume by themselves, and the fundus
+# pipeline's options concern a pipeline that cv does not cross-validate
+CV_REFUSED = {
+    "resume",
+    "pipeline",
+    "soft_targets",
+    "polar",
+    "polar_area_loss",
+    "locator_epochs",
+    "roi_scale",
+}
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="biounet", description="U-Net segmentation for biomedical images")
     ap.add_argument("--version", action="version", version=f"biounet {__version__}")
@@ -251,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
         "--val-fraction of the rest; a splits.json 'val' list is not used) and evaluates the held-out "
         "images. --out is the cv folder: fold_K/{run,eval,fold.json}, cv_summary.json.",
     )
+    for action in c._actions:  # train options cv refuses (see cmd_cv): not offered in its help
+        if action.dest in CV_REFUSED:
+            action.help = argparse.SUPPRESS
     c.add_argument("--folds", type=positive_int, help="number of folds (default 5)")
     c.add_argument("--fold", type=int, metavar="K", help="run only fold K (0..folds-1)")
     c.add_argument("--summarize", action="store_true", help="only write OUT/cv_summary.json")
