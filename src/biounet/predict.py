@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from biounet.data.folder import list_images
-from biounet.data.io import IMAGE_EXTENSIONS, read_image, save_png
+from biounet.data.io import IMAGE_EXTENSIONS, PNG_LEVEL, read_image, save_png
 from biounet.errors import BiounetError
 from biounet.predictor import Prediction, make_predictor
 from biounet.uncertainty import image_uncertainty
@@ -220,7 +220,7 @@ def write_outputs(
         ov = draw_text(ov, text)
     # atomically: a job killed mid-write leaves no overlay, so the image is redone on resume
     tmp = out_dir / f".{stem}_overlay.png.part"
-    Image.fromarray(np.ascontiguousarray(ov)).save(tmp, format="PNG")
+    Image.fromarray(np.ascontiguousarray(ov)).save(tmp, format="PNG", compress_level=PNG_LEVEL)
     os.replace(tmp, out_dir / f"{stem}_overlay.png")
 
 

@@ -149,6 +149,11 @@ def _read_tiff(path: Path) -> np.ndarray:
     return np.asarray(arr)
 
 
+# zlib level of written PNGs: 3 writes a photograph-sized overlay 3.6 x faster than Pillow's
+# default 6 for 11 % more bytes (a 1024 x 876 Drishti-GS1 photograph: 0.28 -> 0.08 s)
+PNG_LEVEL = 3
+
+
 def save_png(path: Path, arr: np.ndarray) -> None:
     """Write a (H, W) or (H, W, 3) uint8 array as PNG."""
-    Image.fromarray(np.ascontiguousarray(arr)).save(path)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, compress_level=PNG_LEVEL)
