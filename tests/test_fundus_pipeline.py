@@ -468,6 +468,8 @@ def test_overlay_text_says_when_no_disc_was_measured_and_lists_each_doubt_on_its
         "  disc_not_found",
         "  empty_disc",
     ]
+    assert overlay_text(none, short=True) == "no disc\nDOUBTFUL"
+    assert overlay_text(sure, short=True) == "vCDR 0.51"
 
 
 def test_each_doubt_is_named_once() -> None:

@@ -215,7 +215,7 @@ def write_outputs(
             np.clip(p.prob[i] * 255 + 0.5, 0, 255).astype(np.uint8),
         )
     ov = overlay(img, p.masks)
-    text = overlay_text(p)
+    text = overlay_text(p, short=min(img.shape[:2]) < SMALL_OVERLAY)
     if text:
         ov = draw_text(ov, text)
     # atomically: a job killed mid-write leaves no overlay, so the image is redone on resume
@@ -225,6 +225,8 @@ def write_outputs(
 
 
 NO_DISC_FLAGS = ("disc_not_found", "empty_disc")
+# images with a shorter side than this get one line of text on their overlay (the CSV has the rest)
+SMALL_OVERLAY = 200
 
 
 def reported_measures(p: Prediction) -> dict[str, Any]:
@@ -237,16 +239,20 @@ def reported_measures(p: Prediction) -> dict[str, Any]:
     return {k: (v if k in keep else math.nan) for k, v in p.measures.items()}
 
 
-def overlay_text(p: Prediction) -> str:
+def overlay_text(p: Prediction, short: bool = False) -> str:
+    """The overlay's text: the cup-to-disc ratios and each doubt flag on its own line; ``short``
+    (a small image, whose disc the full text would hide): "vCDR 0.51" and "DOUBTFUL" only."""
     parts = []
     m = reported_measures(p)
     if "vcdr" in m:
         if math.isnan(m["vcdr"]):
-            parts.append("no disc measured")
+            parts.append("no disc" if short else "no disc measured")
+        elif short:
+            parts.append(f"vCDR {m['vcdr']:.2f}")
         else:
             parts.append(f"vCDR {m['vcdr']:.2f}  hCDR {m['hcdr']:.2f}  aCDR {m['acdr']:.2f}")
     if p.flags:  # one per line: a narrow image cuts a long line off
-        parts += ["DOUBTFUL:", *(f"  {f}" for f in p.flags)]
+        parts += ["DOUBTFUL"] if short else ["DOUBTFUL:", *(f"  {f}" for f in p.flags)]
     return "\n".join(parts)
 
 
