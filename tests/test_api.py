@@ -137,3 +137,37 @@ def test_import_biounet_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == biounet.__version__
     assert {"load_model", "fit", "evaluate"} <= set(dir(biounet))
+
+
+def test_api_review_mends(tmp_path: Path, synthetic_data: Path) -> None:
+    """fit refuses a folder holding a run unless overwrite; config values of the wrong type and
+    misspelled sections stop with the key named; a text file is no checkpoint; a read-only array
+    (np.asarray of a PIL image) predicts without a warning."""
+    import warnings
+
+    from PIL import Image
+
+    import biounet
+    from biounet.errors import BiounetError
+
+    cfg = {"data": {"root": synthetic_data, "image_size": 32}, "train": {"epochs": 1}}
+    run = biounet.fit(cfg, tmp_path / "r")
+    with pytest.raises(BiounetError, match="holds a run already .*overwrite=True"):
+        biounet.fit(cfg, tmp_path / "r")
+    assert biounet.fit(cfg, tmp_path / "r", overwrite=True) == run
+    for bad, needle in (
+        ({**cfg, "train": {"epochs": "one"}}, "TrainConfig.epochs: expected int, got 'one'"),
+        ({**cfg, "trian": {"epochs": 1}}, r"unknown config sections \['trian'\]"),
+    ):
+        with pytest.raises(BiounetError, match=needle):
+            biounet.fit(bad, tmp_path / "r2")
+    (tmp_path / "hello.pt").write_text("hello")
+    with pytest.raises(BiounetError, match="hello.pt: not a readable checkpoint"):
+        biounet.load_model(tmp_path / "hello.pt")
+    m = biounet.load_model(run / "best.pt")
+    img = next((synthetic_data / "images").iterdir())
+    arr = np.asarray(Image.open(img))
+    assert not arr.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.predict(arr).prob.shape[1:] == arr.shape[:2]

@@ -216,3 +216,17 @@ def test_any_array_reads_back_as_hwc_uint8(case: tuple[str, np.ndarray]) -> None
             arr[..., None] if arr.ndim == 2 else arr[..., : 1 if arr.shape[-1] < 3 else 3]
         )
         np.testing.assert_array_equal(out, grey_or_colour)
+
+
+def test_a_float_image_in_0_1_is_the_same_picture_as_its_uint8() -> None:
+    """skimage's img_as_float of a uint8 image predicts as the uint8 image does (x 255), not a
+    percentile-stretched version of it; floats outside [0, 1] are still stretched."""
+    from biounet.data.io import to_uint8
+
+    u = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8(u / 255.0), u)
+    np.testing.assert_array_equal(to_uint8((u / 255.0).astype(np.float32)), u)
+    dim = np.full((4, 4), 0.2)
+    dim[0, 0] = 0.3
+    assert to_uint8(dim).max() == 77  # 0.3 x 255, not stretched to 255
+    assert to_uint8(dim * 10).max() == 255  # [2, 3]: stretched between its percentiles

@@ -57,9 +57,16 @@ class Model:
         ``prob`` (L, H, W) float32 probabilities; ``masks`` {label: (H, W) bool} (the final masks:
         thresholded and, for the fundus pipeline, post-processed); ``measures`` (cup-to-disc ratios
         and rim widths when the labels include disc and cup, else empty); ``flags`` (doubtful-case
-        notes from the fundus pipeline, e.g. ``"disc_not_found"``).
+        notes from the fundus pipeline, e.g. ``"disc_not_found"``). The fundus pipeline's
+        ``measures`` also hold the ROI used (``roi_cy``, ``roi_cx``, ``roi_side``) and
+        ``input_kind`` ("full" or "crop"); where no disc was found (``disc_not_found``,
+        ``empty_disc``) every measure is NaN, as ``predict`` writes them.
         """
-        return self._predictor.predict(as_image(image))
+        from biounet.predict import reported_measures
+
+        p = self._predictor.predict(as_image(image))
+        p.measures = reported_measures(p)
+        return p
 
 
 def as_image(image: np.ndarray | str | Path) -> np.ndarray:
@@ -75,7 +82,9 @@ def as_image(image: np.ndarray | str | Path) -> np.ndarray:
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"image: expected a numeric array, got dtype {arr.dtype}")
-    return image_from_array(arr, "image")
+    img = image_from_array(arr, "image")
+    # a read-only array (as np.asarray of a PIL image is) would make torch warn on every call
+    return img if img.flags.writeable else img.copy()
 
 
 def load_model(
@@ -90,10 +99,13 @@ def load_model(
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
 
     ``threshold``: probability above which a pixel is in a mask. ``precision``: ``"auto"`` (bf16
-    where the hardware has it), ``"bf16"`` or ``"fp32"``. ``tta``: flip averaging (every kind of
+    where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
     checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
     the disc; ellipses fitted to disc and cup).
+    ``checkpoint`` may also be a run folder (its ``fundus.pt``, ``best.pt`` or ``model.pt``). For
+    the fundus pipeline, ``threshold`` also decides the disc that places the crop around it, so it
+    changes the probabilities too, not only the masks.
     Raises ``BiounetError`` naming the file when it is missing or not a biounet checkpoint.
     """
     if not 0 < threshold < 1:
@@ -102,7 +114,11 @@ def load_model(
     return Model(make_predictor(path, precision, threshold, tta, postprocess, fit_ellipse), path)
 
 
-def fit(config: RunConfig | dict[str, Any] | str | Path, out_dir: str | Path | None = None) -> Path:
+def fit(
+    config: RunConfig | dict[str, Any] | str | Path,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Train a U-Net; returns the run folder (best.pt, last.pt, metrics.csv, curves.png,
     config.yaml, report.html).
 
@@ -110,7 +126,9 @@ def fit(config: RunConfig | dict[str, Any] | str | Path, out_dir: str | Path | N
     "image_size": 128}, "train": {"epochs": 20}, "preset": "small"}``: missing parts take their
     defaults, and without a ``"model"`` part the preset's model is used, with the input channels
     read from the images); or the path of a ``config.yaml`` written by an earlier run.
-    ``out_dir``: the run folder; default ``runs/<date>-<time>`` under the current folder.
+    ``out_dir``: the run folder; default ``runs/<date>-<time>`` under the current folder. A
+    folder that holds a run already is refused (BiounetError) unless ``overwrite``: a notebook cell
+    run twice would otherwise replace the first run. Progress is logged (``logging``, level INFO).
     """
     from biounet.train import fit as train_fit
 
@@ -120,6 +138,10 @@ def fit(config: RunConfig | dict[str, Any] | str | Path, out_dir: str | Path | N
     if out_dir is None:
         out_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         log.info("run folder: %s", out_dir)
+    if not overwrite:
+        from biounet.runlock import refuse_existing_run
+
+        refuse_existing_run(Path(out_dir), "pass another out_dir, or overwrite=True")
     return train_fit(cfg, Path(out_dir))
 
 
@@ -156,7 +178,8 @@ def evaluate(
     (also written as ``summary.json``, with ``per_image.csv`` and ``report.html``).
 
     ``split``: a split of the dataset's splits.json (default ``"test"``, or every image when
-    there is no splits.json). ``out_dir``: default ``<checkpoint folder>/eval_<split>``.
+    there is no splits.json). ``out_dir``: default ``<checkpoint folder>/eval_<split>``
+    (``eval_default`` when ``split`` is None).
     The summary's ``"labels"`` maps each label to ``dice_mean``, ``dice_std``, ``dice_median``,
     ``dice_min`` and the same for iou, precision, recall, bce, hd95 and asd (pixels), and
     ``ece`` (the calibration error of its probabilities, pixels of all images pooled).

@@ -149,22 +149,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "fundus.pt", "model.pt", "summary.json")
-
-
 def refuse_existing_run(out: Path, resumable: bool = True) -> None:
-    """A training command never starts afresh in a folder that holds a run: the new run would
-    replace its checkpoints and curves one by one and leave the rest stale."""
-    out = Path(out)
-    if out.is_file():
-        raise BiounetError(f"{out}: is a file; --out names the run's folder")
-    found = [n for n in RUN_FILES if (out / n).exists()]
-    if found:
-        hint = f"continue it with --resume {out}, or " if resumable else ""
-        raise BiounetError(
-            f"{out}: holds a run already ({', '.join(found)}); {hint}choose another --out or "
-            "delete that folder first"
-        )
+    """``biounet.runlock.refuse_existing_run`` with the command line's ways out."""
+    from biounet.runlock import refuse_existing_run as refuse
+
+    resume = f"continue it with --resume {out}, or " if resumable else ""
+    refuse(out, f"{resume}choose another --out or delete that folder first")
 
 
 def train_fundus(a: argparse.Namespace) -> int:

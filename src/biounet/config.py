@@ -7,7 +7,9 @@ run folder's ``config.yaml`` and a checkpoint describe the run completely.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = sorted(set(d) - {"data", "model", "train", "preset"})
+        if unknown:  # a misspelled section would otherwise be dropped with all its settings
+            raise BiounetError(
+                f"unknown config sections {unknown}; valid: ['data', 'model', 'preset', 'train']"
+            )
         return cls(
             data=dataclass_from_dict(DataConfig, d.get("data", {})),
             model=dataclass_from_dict(ModelConfig, d.get("model", {})),
@@ -181,5 +188,35 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
     kwargs = {}
     for k, v in d.items():
         default = getattr(cls(), k)
+        if isinstance(default, tuple) and isinstance(v, str):  # "disc" for ("disc",)
+            v = tuple(x.strip() for x in v.split(",") if x.strip())
         kwargs[k] = tuple(v) if isinstance(default, tuple) and v is not None else v
+        kwargs[k] = _checked(cls, k, default, kwargs[k])
     return cls(**kwargs)
+
+
+def _checked(cls: type, key: str, default: Any, value: Any) -> Any:
+    """``value`` for a field whose default is ``default``: a number, flag or text where the default
+    is one, so "one" for an int stops here, naming the key, not deep inside training. Numbers
+    written as text ("1e-3", which YAML 1.1 reads as a string; "20") are converted; ints pass for
+    floats, paths for text; None passes anywhere."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int | float):
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # not a number: refused below
+                value = int(value) if isinstance(default, int) else float(value)
+        kinds = (int,) if isinstance(default, int) else (int, float)
+        ok = isinstance(value, kinds) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str | os.PathLike)
+    else:
+        return value
+    if not ok:
+        expected = "true or false" if isinstance(default, bool) else type(default).__name__
+        raise BiounetError(
+            f"{cls.__name__}.{key}: expected {expected}, got {value!r} ({type(value).__name__})"
+        )
+    return value

@@ -13,6 +13,20 @@ from pathlib import Path
 from biounet.errors import BiounetError
 
 LOCK_NAME = ".lock"
+# what a finished or interrupted run leaves in its folder (train, fundus pipeline, train-em)
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "fundus.pt", "model.pt", "summary.json")
+
+
+def refuse_existing_run(out: Path, hint: str) -> None:
+    """A training run never starts afresh in a folder that holds a run: it would replace its
+    checkpoints and curves one by one and leave the rest stale. ``hint``: what the caller can do
+    instead (the message's end)."""
+    out = Path(out)
+    if out.is_file():
+        raise BiounetError(f"{out}: is a file; the run's folder goes there")
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if found:
+        raise BiounetError(f"{out}: holds a run already ({', '.join(found)}); {hint}")
 
 
 def _alive(pid: int) -> bool:

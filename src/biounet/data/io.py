@@ -1,8 +1,9 @@
 """Reading images and masks from disk into uint8 arrays, with errors that name the file.
 
 Images: PNG, JPEG, TIFF (8/16-bit, float), grey or RGB(A) -> (H, W, C) uint8, C in {1, 3}.
-8-bit data is kept as is. 16-bit and float data are scaled per image to 0..255 between their
-0.5th and 99.5th percentiles (their absolute range depends on the camera, not the content).
+8-bit data is kept as is. Float data within [0, 1] (skimage's convention, ``img_as_float``) is
+taken as intensities: x 255. Other 16-bit and float data are scaled per image to 0..255 between
+their 0.5th and 99.5th percentiles (their absolute range depends on the camera, not the content).
 Masks: 0/255 or 0/1, 8-bit grey (or RGB with equal channels) -> (H, W) uint8 in {0, 1}.
 """
 
@@ -55,6 +56,9 @@ def to_uint8(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     finite = np.isfinite(a)
     if not finite.any():
         raise BiounetError(f"{path}: image has no finite pixel values")
+    if np.issubdtype(arr.dtype, np.floating) and a[finite].min() >= 0 and a[finite].max() <= 1:
+        # a float image in [0, 1]: the same picture as its uint8 (x 255), not a stretched one
+        return np.clip(np.where(finite, a, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     lo, hi = np.percentile(a[finite], [0.5, 99.5])
     if hi <= lo:
         hi = lo + 1.0
