@@ -96,6 +96,11 @@ def test_bad_image_shapes_name_the_argument(shape: tuple[int, ...]) -> None:
         as_image(np.zeros(shape, dtype=np.uint8))
 
 
+def test_a_channels_first_array_gets_a_hint() -> None:
+    with pytest.raises(ValueError, match=r"channels first\? np.moveaxis\(image, 0, -1\)"):
+        as_image(np.zeros((3, 20, 30), dtype=np.uint8))
+
+
 def test_load_model_errors(tmp_path: Path) -> None:
     with pytest.raises(BiounetError, match="checkpoint not found"):
         biounet.load_model(tmp_path / "nope.pt")

@@ -77,8 +77,11 @@ def as_image(image: np.ndarray | str | Path) -> np.ndarray:
         return read_image(Path(image))
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4) or 0 in arr.shape:
+        hint = ""
+        if arr.ndim == 3 and arr.shape[0] <= 4 < arr.shape[-1]:
+            hint = " (channels first? np.moveaxis(image, 0, -1) puts them last)"
         raise ValueError(
-            f"image: expected an array (H, W) or (H, W, C) with C <= 4, got shape {arr.shape}"
+            f"image: expected an array (H, W) or (H, W, C) with C <= 4, got shape {arr.shape}{hint}"
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"image: expected a numeric array, got dtype {arr.dtype}")
