@@ -293,8 +293,10 @@ def test_a_crop_reading_whose_disc_fills_the_image_or_hardly_any_of_it_is_doubtf
                                             "full", []),
         "two plausible discs": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 30, 70, 9),
                                 "crop", ["crop_or_photograph_unclear"]),
-        "one disc, two readings": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 50, 50, 26),
+        "one disc, two readings": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 50, 50, 29),
                                    "crop", []),
+        "a disc and a smaller one": (_reading(100, 100, 50, 50, 30), _reading(100, 100, 50, 50, 26),
+                                     "crop", ["crop_or_photograph_unclear"]),
     }  # fmt: skip
     for name, (crop, photo, kind, flags) in cases.items():
         p = _FakePredictor(fill=0.5)
