@@ -176,3 +176,12 @@ def test_api_review_mends(tmp_path: Path, synthetic_data: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert m.predict(arr).prob.shape[1:] == arr.shape[:2]
+
+
+def test_biounet_evaluate_shows_the_api_functions_signature() -> None:
+    import inspect
+
+    from biounet.api import evaluate
+
+    assert inspect.signature(biounet.evaluate) == inspect.signature(evaluate)
+    assert "biounet.api.evaluate" in biounet.evaluate.__doc__

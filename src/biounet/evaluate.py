@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on a dataset split at the masks' own resolution."""
+"""Evaluate a checkpoint on a dataset split at the masks' own resolution.
+
+Called as a function, ``biounet.evaluate(checkpoint, data, split=None, out_dir=None,
+threshold=0.5, precision="auto", tta=False, postprocess=True, uncertainty=False)`` is
+``biounet.api.evaluate`` (see its docstring): this module answers for it.
+"""
 
 from __future__ import annotations
 
@@ -317,6 +322,14 @@ class _CallableModule(types.ModuleType):
         from biounet.api import evaluate
 
         return evaluate(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> Any:  # inspect.signature(biounet.evaluate): the API function's
+        import inspect
+
+        from biounet.api import evaluate
+
+        return inspect.signature(evaluate)
 
 
 sys.modules[__name__].__class__ = _CallableModule
