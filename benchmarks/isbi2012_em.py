@@ -47,14 +47,13 @@ from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import (  # noqa: E402
     EmTrainConfig,
     best_threshold,
-    make_em_model,
     mean_scores,
     predict_interior,
     save_em_checkpoint,
     threshold_sweep,
 )
 from biounet.infer import pick_device  # noqa: E402
-from biounet.models import count_parameters, preset  # noqa: E402
+from biounet.models import build_model, count_parameters, preset  # noqa: E402
 from common import RESULTS, SHARED_DATA, machine, require, update_results  # noqa: E402
 from isbi2012_em_tiling import overlap_tile_check  # noqa: E402
 
@@ -464,15 +463,18 @@ def long_key(minutes: float, tag: str = "") -> tuple[str, str]:
     return f"long_runs_{minutes:g}min", f"long{minutes:g}_"
 
 
+def n_parameters(base_width: int) -> int:
+    """Parameters of ``paper_valid_small`` at ``base_width`` (1 in, 2 out)."""
+    return count_parameters(build_model(preset("paper_valid_small", base_width=base_width)))
+
+
 def setup(args: argparse.Namespace) -> dict[str, Any]:
     """What a longer run was trained with, beyond the arm: model width and size, tiles, optimiser,
     precision and the device (with its name where it is a GPU)."""
     device = pick_device(args.device)
     return {
         "base_width": args.base_width,
-        "parameters": count_parameters(
-            make_em_model(preset("paper_valid_small", base_width=args.base_width), 0)
-        ),
+        "parameters": n_parameters(args.base_width),
         "batch_size": args.batch_size,
         "out_tile": args.out_tile,
         "lr": args.lr,
@@ -629,9 +631,7 @@ def main(argv: list[str] | None = None) -> None:
         report(args.results)
         print((args.results / f"{NAME}.md").read_text())
         return
-    n_params = count_parameters(
-        make_em_model(preset("paper_valid_small", base_width=args.base_width), 0)
-    )
+    n_params = n_parameters(args.base_width)
     settings = {k: v for k, v in vars(args).items() if k not in ("data", "work", "results")}
     update_results(NAME, "settings", settings | {"parameters": n_params}, args.results)
     ablation = {name: run_arm(name, data, args) for name in ARMS}

@@ -332,3 +332,10 @@ def test_cv_help_offers_only_the_train_options_cv_takes() -> None:
     for flag in ("--resume", "--polar ", "--soft-targets", "--roi-scale", "--locator-epochs"):
         assert flag not in helptext, flag
     assert "--epochs" in helptext and "--folds" in helptext
+
+
+def test_predict_refuses_a_threshold_outside_0_1(tmp_path: Path, tiny_checkpoints, capsys) -> None:
+    save(tmp_path / "x.png", np.zeros((H, W, 3), np.uint8))
+    argv = ["predict", "--checkpoint", str(tiny_checkpoints[3]), "--out", str(tmp_path / "o")]
+    code, err = run_cli([*argv, "--threshold", "1.5", str(tmp_path / "x.png")], capsys)
+    assert_one_line(code, err, "biounet: error: ", ["threshold: must be in (0, 1), got 1.5"])

@@ -138,6 +138,14 @@ def test_disc_on_middle_column_leaves_nasal_unknown() -> None:
     assert not math.isnan(rims["left"]) and rims["isnt_rule"] is False
 
 
+def test_a_disc_centred_image_leaves_nasal_and_temporal_unknown() -> None:
+    # the disc off the middle column, which would make "unknown" guess a side
+    disc, cup = _circle(32, 50, 20, (64, 80)), _circle(32, 50, 8, (64, 80))
+    rims = isnt_rim_widths(disc, cup, eye="crop")
+    assert math.isnan(rims["nasal"]) and math.isnan(rims["temporal"])
+    assert rims["left"] == isnt_rim_widths(disc, cup)["left"] and rims["isnt_rule"] is False
+
+
 def test_rim_empty_disc_and_bad_eye() -> None:
     empty = np.zeros(SHAPE, dtype=bool)
     rims = isnt_rim_widths(empty, empty)

@@ -444,6 +444,7 @@ def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_not
     m = p.predict(np.zeros((100, 100, 3), np.uint8)).measures
     assert m["vcdr"] == pytest.approx(0.5, abs=0.05) and m["input_kind"] == "crop"
     assert math.isnan(m["rim_nasal"]) and math.isnan(m["rim_temporal"]) and m["rim_superior"] > 0
+    assert m["isnt_rule"] is False  # as for any image whose nasal side is unknown
     p.inner.last_input_kind = "full"
     assert not math.isnan(p.predict(np.zeros((100, 100, 3), np.uint8)).measures["rim_left"])
     from biounet.predict import reported_measures

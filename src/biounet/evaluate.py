@@ -71,8 +71,6 @@ def evaluate_checkpoint(
     as ``predict --uncertainty`` computes them (in per_image_measures.csv), and in
     ``summary["uncertainty"]`` how well they find the images with Dice below 0.8 (AUROC) and
     their Spearman correlation with Dice."""
-    if not 0 < threshold < 1:
-        raise BiounetError(f"threshold: must be in (0, 1), got {threshold}")
     if Path(out_dir).is_file():  # before the work, not after it
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
     pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)

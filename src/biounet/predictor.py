@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,23 +100,22 @@ class FundusPipelinePredictor:
 
     def predict(self, img: np.ndarray) -> Prediction:
         r = self.inner.predict(img)
-        measures = fundus_measures(r.masks)
         kind = getattr(self.inner, "last_input_kind", "")
-        if kind == "crop":  # no macula in view: which side of the disc is nasal is unknown
-            measures.update(rim_nasal=math.nan, rim_temporal=math.nan, isnt_rule=math.nan)
+        measures = fundus_measures(r.masks, "crop" if kind == "crop" else "unknown")
         if r.roi is not None:
             measures.update(roi_cy=r.roi.cy, roi_cx=r.roi.cx, roi_side=r.roi.side)
         measures["input_kind"] = kind
         return Prediction(r.prob, r.masks, measures, r.flags)
 
 
-def fundus_measures(masks: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Cup-to-disc ratios and rim widths when the masks are a disc and a cup; else nothing."""
+def fundus_measures(masks: dict[str, np.ndarray], eye: str = "unknown") -> dict[str, Any]:
+    """Cup-to-disc ratios and rim widths when the masks are a disc and a cup; else nothing.
+    ``eye``: see ``biounet.fundus.cdr.isnt_rim_widths`` ("crop" for a disc-centred image)."""
     if "disc" not in masks or "cup" not in masks:
         return {}
     from biounet.fundus.cdr import clinical_measures
 
-    return clinical_measures(masks["disc"], masks["cup"])
+    return clinical_measures(masks["disc"], masks["cup"], eye)
 
 
 def backend_device_precision(backend: str, precision: str) -> tuple[torch.device, str]:
@@ -158,7 +156,9 @@ def make_predictor(
 ) -> ModelPredictor | FundusPipelinePredictor:
     """``input_kind`` (fundus pipeline only): "auto", "full" photograph or disc-centred "crop".
     ``backend``: "torch" or "ort" (ONNX Runtime, fp32, CPU); ``fast=False`` runs the model as
-    trained (no batch-norm folding, fp32 weights)."""
+    trained (no batch-norm folding, fp32 weights). ``threshold`` must lie in (0, 1)."""
+    if not 0 < threshold < 1:  # predict, evaluate and the API alike
+        raise BiounetError(f"threshold: must be in (0, 1), got {threshold}")
     ck = load_any(path)
     if isinstance(ck, PipelineCheckpoint):
         return FundusPipelinePredictor(

@@ -4,12 +4,15 @@ one label), with an optional ``splits.json`` ({"train": [...], "test": [...]})."
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from biounet.data.io import IMAGE_EXTENSIONS
 from biounet.errors import BiounetError
+
+log = logging.getLogger(__name__)
 
 SINGLE_LABEL = "foreground"
 
@@ -132,10 +135,12 @@ def resolve_labels(
     labels: tuple[str, ...] | list[str],
     root: Path,
     source: str = "--labels",
+    drop_partial: bool = False,
 ) -> tuple[str, ...]:
     """Check the requested labels exist for every sample; with none requested, take every label
-    that every sample has (an error where some images lack one). ``source``: where the requested
-    labels come from, for the error message."""
+    that every sample has (an error where some images lack one; with ``drop_partial``, a warning
+    naming them, for callers that cannot be told which labels to take). ``source``: where the
+    requested labels come from, for the error message."""
     available = sorted(set().union(*(s.masks for s in samples))) if samples else []
     if not labels:
         labels = [lb for lb in available if all(lb in s.masks for s in samples)]
@@ -146,7 +151,14 @@ def resolve_labels(
                 f"{root}/masks: no label has a mask for every image (found {available}){detail}"
             )
         partial = [lb for lb in available if lb not in labels]
-        if partial:  # never drop a label silently: the user may have lost a file
+        if partial and drop_partial:
+            log.warning(
+                "%s/masks: training on %s; %s lack masks for some images and are not used",
+                root,
+                ", ".join(map(repr, labels)),
+                ", ".join(map(repr, partial)),
+            )
+        elif partial:  # never drop a label silently: the user may have lost a file
             lb = partial[0]
             folder = mask_layout(root).get(lb, root / "masks")
             raise BiounetError(

@@ -56,10 +56,11 @@ def to_uint8(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     finite = np.isfinite(a)
     if not finite.any():
         raise BiounetError(f"{path}: image has no finite pixel values")
-    if np.issubdtype(arr.dtype, np.floating) and a[finite].min() >= 0 and a[finite].max() <= 1:
+    values = a[finite]
+    if np.issubdtype(arr.dtype, np.floating) and values.min() >= 0 and values.max() <= 1:
         # a float image in [0, 1]: the same picture as its uint8 (x 255), not a stretched one
         return np.clip(np.where(finite, a, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    lo, hi = np.percentile(a[finite], [0.5, 99.5])
+    lo, hi = np.percentile(values, [0.5, 99.5])
     if hi <= lo:
         hi = lo + 1.0
     a = np.where(finite, a, lo)

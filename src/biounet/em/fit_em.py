@@ -52,16 +52,7 @@ def read_folder_slices(
     root = Path(root)
     samples = discover(root)
     samples = select_split(root, samples, split if read_splits(root) else None)
-    found = sorted(set().union(*(s.masks for s in samples)))
-    complete = [lb for lb in found if all(lb in s.masks for s in samples)]
-    if len(complete) == 1 and len(found) > 1:  # train-em takes one label: the complete one
-        log.warning(
-            "%s/masks: training on %r; %s lack masks for some images and are not used",
-            root,
-            complete[0],
-            ", ".join(repr(lb) for lb in found if lb not in complete),
-        )
-    labels = resolve_labels(samples, tuple(complete) if len(complete) == 1 else (), root)
+    labels = resolve_labels(samples, (), root, drop_partial=True)  # train-em has no --labels
     if len(labels) != 1:
         raise BiounetError(
             f"{root}/masks: train-em takes one mask per image (cell interior); found {labels}"

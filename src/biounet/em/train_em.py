@@ -179,9 +179,8 @@ def predict_interior(
         return (acc / 8).astype(np.float32)
     model.eval()
     device = next(model.parameters()).device
-    x = normalize(torch.from_numpy(image.copy())[None, None])[
-        0
-    ]  # (1, H, W); copy: no negative strides
+    # a copy: the TTA views have negative strides, which torch refuses
+    x = normalize(torch.from_numpy(image.copy())[None, None])[0]  # (1, H, W)
 
     depth = model.cfg.depth
     step = out_tile - out_tile % 2**depth  # tiles on the pooling grid: no seams (see overlap_tile)

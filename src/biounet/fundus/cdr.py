@@ -15,7 +15,7 @@ import numpy as np
 from biounet.errors import BiounetError
 from biounet.fundus.postprocess import as_mask_pair
 
-EYES = ("OD", "OS", "unknown")
+EYES = ("OD", "OS", "unknown", "crop")
 # Image-frame sector axes, as angles in degrees with 0 = +col (right) and 90 = +row (down).
 _AXES = {"right": 0, "inferior": 90, "left": 180, "superior": 270}
 _HALF_SECTOR = 45  # rays within +/-45 degrees of an axis, so the four sectors tile the circle
@@ -79,6 +79,8 @@ def _nasal_side(eye: str, disc_cx: float, width: int) -> str | None:
         return "right"
     if eye == "OS":
         return "left"
+    if eye == "crop":  # disc-centred: no macula in view to tell the sides apart
+        return None
     centre = (width - 1) / 2
     if disc_cx == centre:
         return None
@@ -102,7 +104,8 @@ def isnt_rim_widths(
     eye) on the left, as in a standard (non-inverted) fundus photograph. With "unknown", nasal is
     the side of the disc farther from the image centre, since the disc lies nasal to the macula in a
     macula-centred photograph; this guess is wrong for disc-centred images, so pass the eye when it
-    is known. If the disc centroid is exactly on the image's middle column, nasal and temporal are NaN.
+    is known; "crop" (a disc-centred image, eye unknown) leaves nasal and temporal NaN, as does a
+    disc centroid exactly on the image's middle column.
 
     Returns {"inferior", "superior", "nasal", "temporal", "left", "right": float px,
     "isnt_rule": bool, True iff inferior >= superior >= nasal >= temporal}. All widths are NaN (and

@@ -39,6 +39,7 @@ from biounet.infer import (
     preprocess_spec,
     resolve_precision,
 )
+from biounet.metrics import binary_scores
 from biounet.models import preset
 from biounet.train import fit, seed_everything, train_loop, with_data_facts
 from biounet.train_data import holds_out, split_samples
@@ -456,7 +457,11 @@ class FundusPredictor:
             f_roi, f_prob, f_flags = self.read_photo(img)
             if flags and not f_flags:
                 roi, prob, flags, self.last_input_kind = f_roi, f_prob, f_flags, "full"
-            elif not flags and not f_flags and _dice(self._disc(prob), self._disc(f_prob)) < AGREE:
+            elif (
+                not flags
+                and not f_flags
+                and binary_scores(self._disc(prob), self._disc(f_prob))["dice"] < AGREE
+            ):
                 # both readings plausible, different discs: a photograph without a dark
                 # surround read as a crop finds a "disc" many times too large, a tight crop read
                 # as a photograph one too small; which is which, the image does not say
@@ -479,12 +484,6 @@ class FundusPredictor:
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
         return FundusResult(prob, masks, roi, list(dict.fromkeys(flags)))  # each flag once
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two (H, W) bool masks; 1 when both are empty."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
 def has_fov_border(img: np.ndarray, corner: float = 0.06, share: float = 0.75) -> bool:
