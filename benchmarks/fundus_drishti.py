@@ -38,7 +38,7 @@ from biounet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from biounet.data.folder import read_splits  # noqa: E402
 from biounet.data.io import read_image  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
-from biounet.fundus.pipeline import FundusConfig, fit_fundus, save_ensemble  # noqa: E402
+from biounet.fundus.pipeline import TTA_SCALES, FundusConfig, fit_fundus, save_ensemble  # noqa: E402
 from biounet.models import preset  # noqa: E402
 from biounet.predictor import make_predictor  # noqa: E402
 from biounet.train import fit  # noqa: E402
@@ -109,10 +109,13 @@ def scored(
     ck: Path, view: Path, out: Path, variant: tuple[bool, bool, bool], report: bool = False
 ) -> dict[str, Any]:
     """The summary of ``ck`` on the view's test split with (tta, postprocess, ellipse): read from
-    ``out`` when an earlier run wrote it, so an interrupted stage resumes."""
-    if (out / "summary.json").is_file():
-        return json.loads((out / "summary.json").read_text())
+    ``out`` when an earlier run wrote it with the same test-time ROI sizes, so an interrupted stage
+    resumes (summaries from before the ROI sizes were recorded read at scale 1 only)."""
     tta, post, ell = variant
+    if (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        if summary.get("tta_scales", [1.0]) in (None, list(TTA_SCALES) if tta else [1.0]):
+            return summary
     return evaluate_checkpoint(
         ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=report
     )
@@ -380,9 +383,14 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
     )
     # the recipe cross-validation adopted, whatever the training flags (those are cv's and ablate's)
     fc = pipeline_config(view, ADOPTED)
-    t0 = time.perf_counter()
-    ck = fit_fundus(fc, work / "final_run")
-    train_s = time.perf_counter() - t0
+    ck = work / "final_run" / "fundus.pt"
+    reuse = args.reuse_final and ck.is_file()
+    if reuse:  # an inference change: the trained pipeline scored again, its train time kept
+        logging.info("%s: reusing the trained final pipeline (--reuse-final)", ck)
+    else:
+        t0 = time.perf_counter()
+        ck = fit_fundus(fc, work / "final_run")
+        train_s = time.perf_counter() - t0
     tta, post, ell, name = chosen(args)
     s2 = evaluate_checkpoint(
         ck, view, "test", work / "final_eval", tta=tta, postprocess=post, fit_ellipse=ell
@@ -394,7 +402,8 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
     s4 = evaluate_checkpoint(
         ck, view4, "test", work / "final_eval_all4", tta=tta, postprocess=post, fit_ellipse=ell
     )
-    update_results("fundus_drishti", "train_time_s", train_s)
+    if not reuse:
+        update_results("fundus_drishti", "train_time_s", train_s)
     update_results(
         "fundus_drishti",
         "train_time_covers",
@@ -412,6 +421,7 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
         {
             "variant": name,
             "tta": tta,
+            "tta_scales": list(TTA_SCALES) if tta else [1.0],
             "postprocess": post,
             "ellipse": ell,
             **fc.__dict__,
@@ -612,6 +622,23 @@ def report() -> None:
             "",
             t["note"],
         ]
+    if "cv_tta_scales" in data:
+        t = data["cv_tta_scales"]
+        lines += [
+            "",
+            f"## Test-time ROI sizes ({t['folds_evaluated']} folds, {t['images']} held-out "
+            "training images, `benchmarks/drishti_scales.py`)",
+            "",
+            "| ROI side factors averaged | disc Dice | cup Dice | vCDR MAE |",
+            "|---|---|---|---|",
+            *(
+                f"| {k} | {m['disc_dice_mean']:.4f} | {m['cup_dice_mean']:.4f} | "
+                f"{m['vcdr_mae']:.4f} |"
+                for k, m in t["table"].items()
+            ),
+            "",
+            t["note"],
+        ]
     if "seed_reproduction" in data:
         r = data["seed_reproduction"]
         a, h = r["article_numbers"], r["honest_per_image"]
@@ -659,6 +686,12 @@ def main() -> None:
         help="with --stage ensemble (and final): the fold pipelines WORK/PREFIX_K/fundus.pt to "
         "average (default: the adopted recipe's, ablate_fresh_ADOPTED_ABLATION_run; cv_run: "
         "--stage cv's)",
+    )
+    ap.add_argument(
+        "--reuse-final",
+        action="store_true",
+        help="with --stage final: score WORK/final_run/fundus.pt again (after an inference "
+        "change) instead of training it; the recorded training time is kept",
     )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))

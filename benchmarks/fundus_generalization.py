@@ -35,7 +35,12 @@ from biounet.checkpoint import load_any  # noqa: E402
 from biounet.data.folder import read_splits  # noqa: E402
 from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
-from biounet.fundus.pipeline import FundusConfig, FundusPredictor, fit_fundus  # noqa: E402
+from biounet.fundus.pipeline import (  # noqa: E402
+    TTA_SCALES,
+    FundusConfig,
+    FundusPredictor,
+    fit_fundus,
+)
 from biounet.fundus.screening import referral_stats  # noqa: E402
 from biounet.fundus.train_roi import SCALE_JITTER  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
@@ -109,6 +114,9 @@ RUNS = {
 ADOPTED = "both_all_polar_grey"
 # inference settings of the fundus issue's cross-validation: post-processing, flip TTA, ellipse fit
 TTA, POST, ELLIPSE = True, True, True
+# and the ROI sizes averaged with TTA (chosen there too: benchmarks/drishti_scales.py); runs scored
+# before that read at scale 1 only (their rows say so)
+SCALES = TTA_SCALES
 
 
 def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Namespace) -> Path:
@@ -160,16 +168,27 @@ def n_training(root: Path, val_fraction: float) -> int:
 def evaluate_run(
     ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None, split: str = "test"
 ) -> dict:
-    out = work / (f"eval_{ck.parent.name}_on_{test}" + ("" if split == "test" else f"_{split}"))
+    scales = "" if SCALES == (1.0,) else "_scales_" + "-".join(f"{s:g}" for s in SCALES)
+    out = work / (
+        f"eval_{ck.parent.name}_on_{test}" + ("" if split == "test" else f"_{split}") + scales
+    )
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
     else:
         summary = evaluate_checkpoint(
-            ck, root, split, out, tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE, report=False
+            ck,
+            root,
+            split,
+            out,
+            tta=TTA,
+            postprocess=POST,
+            fit_ellipse=ELLIPSE,
+            report=False,
+            tta_scales=SCALES,
         )
     rows = list(csv.DictReader((out / "per_image_measures.csv").open()))
     diagnosis = read_diagnosis(labels_csv)
-    r: dict[str, Any] = {"n_images": summary["n_images"]}
+    r: dict[str, Any] = {"n_images": summary["n_images"], "tta_scales": list(SCALES)}
     for lb in LABELS:
         m = summary["labels"][lb]
         r[lb] = {k: m.get(k) for k in ("dice_mean", "dice_std", "iou_mean", "hd95_mean")}
@@ -214,7 +233,9 @@ def crop_inputs(ck: Path, root: Path, stems: list[str], shares: list[float]) -> 
     """Disc-centred crops of full test photographs, the disc filling ``share`` of the crop's area,
     predicted with input_kind="auto": Dice per structure, how often the crop was recognised and
     how often the reading was flagged as doubtful (and by which flags)."""
-    pred = FundusPredictor(load_any(ck), tta=TTA, fit_ellipse=ELLIPSE, input_kind="auto")
+    pred = FundusPredictor(
+        load_any(ck), tta=TTA, fit_ellipse=ELLIPSE, input_kind="auto", tta_scales=SCALES
+    )
     out: dict[str, Any] = {}
     for share in shares:
         dice: dict[str, list[float]] = {lb: [] for lb in LABELS}
@@ -387,7 +408,12 @@ def main() -> None:
         "settings": {
             "locator_draws": args.locator_draws,
             "roi_draws": args.roi_draws,
-            "inference": {"tta": TTA, "postprocess": POST, "ellipse": ELLIPSE},
+            "inference": {
+                "tta": TTA,
+                "tta_scales": list(SCALES),
+                "postprocess": POST,
+                "ellipse": ELLIPSE,
+            },
             "runs": {k: r._asdict() for k, r in RUNS.items()},
             "validation": "val_fraction of each training split (per dataset; 0.2 unless the run's"
             " settings say otherwise), best epoch by val Dice; with 0, none held out, last epoch",

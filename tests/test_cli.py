@@ -165,6 +165,19 @@ def test_zero_epochs_is_an_argparse_error(tmp_path: Path, capsys: pytest.Capture
     assert "--epochs: must be > 0, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("value", "says"), [("0.3,1", "must be in [0.5, 2]"), ("1,x", "expected numbers")]
+)
+def test_bad_tta_scales_are_an_argparse_error(
+    value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--checkpoint", str(tmp_path), str(tmp_path), "--tta-scales", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tta-scales" in err and says in err
+
+
 def test_unknown_preset_returns_2_and_names_it(
     synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

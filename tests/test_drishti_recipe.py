@@ -61,8 +61,35 @@ def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, t
     monkeypatch.setattr(fd, "fit_fundus", stop)
     args = argparse.Namespace(
         roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
-        roi_preset="small", seed=0,
+        roi_preset="small", seed=0, reuse_final=False,
     )  # fmt: skip
     with pytest.raises(RuntimeError, match="stop after the config"):
         fd.stage_final(tmp_path, tmp_path, args)
     assert seen[0] == fd.pipeline_config(tmp_path / "final_view", fd.ADOPTED)
+
+
+def test_reuse_final_scores_the_trained_pipeline_without_training(monkeypatch, tmp_path) -> None:
+    import argparse
+
+    (tmp_path / "final_run").mkdir()
+    (tmp_path / "final_run" / "fundus.pt").write_bytes(b"x")
+    scored = []
+
+    def no_training(fc, out):
+        raise AssertionError("trained again")
+
+    def stop(ck, *a, **kw):
+        scored.append(ck)
+        raise RuntimeError("stop after the first evaluation")
+
+    monkeypatch.setattr(fd, "read_splits", lambda root: {"train": ["a"], "test": ["b"]})
+    monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
+    monkeypatch.setattr(fd, "fit_fundus", no_training)
+    monkeypatch.setattr(fd, "evaluate_checkpoint", stop)
+    args = argparse.Namespace(
+        roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
+        roi_preset="small", seed=0, reuse_final=True,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="stop after the first evaluation"):
+        fd.stage_final(tmp_path, tmp_path, args)
+    assert scored == [tmp_path / "final_run" / "fundus.pt"]

@@ -156,6 +156,7 @@ class _FakePredictor(FundusPredictor):
         self.postprocess, self.fit_ellipse = True, False
         self.polar = [False]  # a Cartesian stand-in: image_probs pastes its roi_probs
         self.roi = type("R", (), {"preprocess": {"in_channels": 3}})()
+        self.tta_scales = (1.0,)
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
         return Roi(100.0, 120.0, 60.0), []  # a 30-px disc at (100, 120): plausible in 200 x 240
@@ -165,6 +166,48 @@ class _FakePredictor(FundusPredictor):
         disc = _disc(r, r, r // 2, r // 2, round(self.fill * r / 2))
         cup = _disc(r, r, r // 2, r // 2, round(self.fill * r / 4))
         return torch.from_numpy(np.stack([disc, cup]).astype(np.float32))
+
+
+def test_scale_tta_averages_concentric_readings_and_keeps_the_scale_1_roi_and_flags() -> None:
+    """The stand-in draws a disc of half the crop's side wherever the crop is: at ROI sides 0.8,
+    1 and 1.25 x the found one (320 px), discs of radius 64, 80 and 100 px about one centre. Their
+    mean is 1 inside 64 px, 2/3 out to 80, 1/3 out to 100 (6 px left at each edge, where the
+    64-px stand-in is blurred by the resampling): the mask (> 0.5) is the scale-1 disc."""
+    img = np.full((800, 960, 3), 100, np.uint8)
+    plain = _FakePredictor(fill=0.5, input_kind="full")
+    multi = _FakePredictor(fill=0.5, input_kind="full")
+    multi.tta_scales = (0.8, 1.0, 1.25)
+    for p in (plain, multi):
+        p.locate = lambda img: (Roi(400.0, 480.0, 320.0), [])  # type: ignore[method-assign]
+    a, b = plain.predict(img), multi.predict(img)
+    assert b.roi == a.roi and b.flags == a.flags == []
+    yy, xx = np.mgrid[:800, :960]
+    dist = np.hypot(yy - a.roi.cy, xx - a.roi.cx)
+    r = a.roi.side / 4
+    for lo, hi, want in ((0, 0.8 * r, 1), (0.8 * r, r, 2 / 3), (r, 1.25 * r, 1 / 3)):
+        ring = (dist > lo + 6) & (dist < hi - 6)
+        assert ring.sum() > 100
+        assert abs(float(np.median(b.prob[0][ring])) - want) < 0.01
+        assert np.mean(np.abs(b.prob[0][ring] - want) < 0.05) > 0.9
+    assert binary_scores(b.masks["disc"], a.masks["disc"])["dice"] > 0.99
+
+
+def test_scale_tta_is_skipped_without_a_disc_and_bad_factors_are_refused() -> None:
+    from biounet.errors import BiounetError
+    from biounet.fundus.pipeline import check_scales
+
+    p = _FakePredictor(fill=0.5, input_kind="full")
+    p.tta_scales = (0.8, 1.0, 1.25)
+    p.locate = lambda img: (p.crop_roi(img), ["disc_not_found"])  # type: ignore[method-assign]
+    calls: list[Roi] = []
+    inner = p.image_probs
+    p.image_probs = lambda img, roi: calls.append(roi) or inner(img, roi)  # type: ignore[method-assign]
+    p.predict(np.full((200, 240, 3), 100, np.uint8))
+    assert all(r.side == calls[0].side for r in calls)  # no read at 0.8 or 1.25 x
+    assert check_scales([1, 1.25]) == (1.0, 1.25)
+    for bad in ((), (0.3, 1.0), (1.0, 2.5)):
+        with pytest.raises(BiounetError, match="tta scales"):
+            check_scales(bad)
 
 
 class _ScaleBoundPredictor(_FakePredictor):

@@ -58,13 +58,14 @@ def test_markdown_has_a_row_per_run_and_dashes_for_missing_labels(tmp_path: Path
         "commit": "abc",
         "machine": "m",
         "wall_time_s": 1.0,
-        "runs": {"x_to_y": run},
+        "runs": {"x_to_y": run, "z_to_y": run | {"tta_scales": [0.8, 1.0, 1.25]}},
         "train_time_s": {"x": 10.0},
         "crops_refuge_test": None,
     }
     gr.write_markdown(result, tmp_path / "r.md")
     text = (tmp_path / "r.md").read_text()
-    assert "| x_to_y | 3 | 0.900 | 0.800 | 0.050 | - |" in text
+    assert "| x_to_y | 3 | 1 | 0.900 | 0.800 | 0.050 | - |" in text  # scored before the sizes
+    assert "| z_to_y | 3 | 0.8, 1, 1.25 | 0.900 |" in text
     assert "no image flagged" in text and "x 10" in text
 
 

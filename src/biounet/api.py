@@ -97,6 +97,7 @@ def load_model(
     tta: bool = False,
     postprocess: bool = True,
     fit_ellipse: bool = False,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> Model:
     """Load any biounet checkpoint (``best.pt``/``last.pt`` of ``train``, or a fundus pipeline's
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
@@ -105,7 +106,9 @@ def load_model(
     where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
     checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
-    the disc; ellipses fitted to disc and cup).
+    the disc; ellipses fitted to disc and cup). ``tta_scales`` (fundus pipelines): the ROI sizes
+    averaged over, as factors of the found ROI's side (default with ``tta`` (0.8, 1.0, 1.25),
+    without it (1.0,); ``(1.0,)`` with ``tta`` for flips only).
     ``checkpoint`` may also be a run folder (its ``fundus.pt``, ``best.pt`` or ``model.pt``). For
     the fundus pipeline, ``threshold`` also decides the disc that places the crop around it, so it
     changes the probabilities too, not only the masks.
@@ -114,7 +117,10 @@ def load_model(
     if not 0 < threshold < 1:
         raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
     path = Path(checkpoint)
-    return Model(make_predictor(path, precision, threshold, tta, postprocess, fit_ellipse), path)
+    pred = make_predictor(
+        path, precision, threshold, tta, postprocess, fit_ellipse, tta_scales=tta_scales
+    )
+    return Model(pred, path)
 
 
 def fit(
@@ -176,6 +182,7 @@ def evaluate(
     tta: bool = False,
     postprocess: bool = True,
     uncertainty: bool = False,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint on a dataset split at each mask's own resolution; returns the summary
     (also written as ``summary.json``, with ``per_image.csv`` and ``report.html``).
@@ -188,6 +195,7 @@ def evaluate(
     ``ece`` (the calibration error of its probabilities, pixels of all images pooled).
     ``uncertainty``: also each image's uncertainty score (as ``predict --uncertainty``) and, in
     ``summary["uncertainty"]``, its AUROC for finding the images with Dice below 0.8.
+    ``tta`` and ``tta_scales``: as in ``load_model``.
     """
     from biounet.evaluate import evaluate_checkpoint
 
@@ -204,4 +212,5 @@ def evaluate(
         tta=tta,
         postprocess=postprocess,
         uncertainty=uncertainty,
+        tta_scales=tta_scales,
     )

@@ -58,6 +58,18 @@ def fraction(s: str) -> float:
     return v
 
 
+def scale_list(s: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {s!r}"
+        ) from None
+    if not out or not all(0.5 <= v <= 2.0 for v in out):
+        raise argparse.ArgumentTypeError(f"each factor must be in [0.5, 2], got {s!r}")
+    return out
+
+
 def csv_list(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
@@ -70,7 +82,16 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: mean over flips (fundus pipelines and single models)",
+        help="test-time augmentation: mean over flips (fundus pipelines and single models); "
+        "fundus pipelines also over ROI sizes (--tta-scales)",
+    )
+    p.add_argument(
+        "--tta-scales",
+        type=scale_list,
+        default=None,
+        metavar="S,S,...",
+        help="fundus: ROI side factors averaged over (default with --tta 0.8,1,1.25; without, 1; "
+        "--tta --tta-scales 1: flips only, about twice as fast)",
     )
     p.add_argument(
         "--no-postprocess",

@@ -227,6 +227,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         postprocess=not a.no_postprocess,
         fit_ellipse=a.ellipse,
         uncertainty=a.uncertainty,
+        tta_scales=a.tta_scales,
     )
     print(format_summary(s))
     print(f"wrote {a.out}/per_image.csv, summary.json and report.html")
@@ -290,6 +291,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         uncertainty=a.uncertainty,
         overwrite=a.overwrite,
         show_progress=not a.quiet,
+        tta_scales=a.tta_scales,
     )
     kept = f", {len(skipped)} skipped (outputs exist; --overwrite redoes them)" if skipped else ""
     print(f"{len(done)} image(s) written to {a.out}{kept}")

@@ -34,7 +34,7 @@ from biounet.data.transforms import Geometry, square_geometry, to_network
 from biounet.errors import BiounetError
 from biounet.losses import article_dice_loss_pooled, article_iou_pooled
 from biounet.metrics import METRICS, bce, binary_scores, summarize
-from biounet.predictor import make_predictor
+from biounet.predictor import FundusPipelinePredictor, make_predictor
 from biounet.uncertainty import image_uncertainty
 
 COLUMNS = ["stem", "label", *METRICS, "hd95", "asd"]
@@ -56,6 +56,7 @@ def evaluate_checkpoint(
     stems: Sequence[str] | None = None,
     report: bool = True,
     uncertainty: bool = False,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """Writes per_image.csv, summary.json, calibration.json + reliability.png, cases/ (best,
     median, worst thumbnails) and, with ``report``, report.html into ``out_dir``; returns the
@@ -73,7 +74,9 @@ def evaluate_checkpoint(
     their Spearman correlation with Dice."""
     if Path(out_dir).is_file():  # before the work, not after it
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
-    pred = make_predictor(checkpoint, precision, threshold, tta, postprocess, fit_ellipse)
+    pred = make_predictor(
+        checkpoint, precision, threshold, tta, postprocess, fit_ellipse, tta_scales=tta_scales
+    )
     root = Path(data_root)
     if root.is_file():
         raise BiounetError(
@@ -128,6 +131,10 @@ def evaluate_checkpoint(
         "n_images": len(samples),
         "threshold": threshold,
         "tta": tta,
+        # fundus pipelines: the ROI sizes averaged (see make_predictor); None for other models
+        "tta_scales": list(pred.inner.tta_scales)
+        if isinstance(pred, FundusPipelinePredictor)
+        else None,
         "postprocess": postprocess,
         "resolution": "each mask's own resolution (predictions resized back)",
         "labels": summarize(rows),

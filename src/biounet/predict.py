@@ -65,6 +65,7 @@ def predict_paths(
     uncertainty: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
@@ -78,7 +79,16 @@ def predict_paths(
     stopped); ``overwrite`` redoes it. ``show_progress``: a progress bar (on a terminal) with images/s.
     Returns (images written, images skipped, one error line per unreadable file)."""
     pred = make_predictor(
-        checkpoint, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
+        checkpoint,
+        precision,
+        threshold,
+        tta,
+        postprocess,
+        fit_ellipse,
+        input_kind,
+        backend,
+        fast,
+        tta_scales,
     )
     out_dir, inputs = Path(out_dir), list(inputs)  # read twice below: no generator used up
     for i in inputs:

@@ -82,11 +82,12 @@ class FundusPipelinePredictor:
         input_kind: str = "auto",
         backend: str = "torch",
         fast: bool = True,
+        tta_scales: tuple[float, ...] | None = None,
     ) -> None:
         from biounet.fundus.pipeline import FundusPredictor
 
         self.inner = inner = FundusPredictor(
-            ck, precision, tta, postprocess, fit_ellipse, threshold, input_kind
+            ck, precision, tta, postprocess, fit_ellipse, threshold, input_kind, tta_scales
         )
         self.labels = self.inner.labels
         inner.device, inner.precision = backend_device_precision(backend, precision)
@@ -153,8 +154,11 @@ def make_predictor(
     input_kind: str = "auto",
     backend: str = "torch",
     fast: bool = True,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> ModelPredictor | FundusPipelinePredictor:
     """``input_kind`` (fundus pipeline only): "auto", "full" photograph or disc-centred "crop".
+    ``tta_scales`` (fundus pipeline only): ROI side factors averaged over (default: with ``tta``,
+    ``biounet.fundus.pipeline.TTA_SCALES``; without, none).
     ``backend``: "torch" or "ort" (ONNX Runtime, fp32, CPU); ``fast=False`` runs the model as
     trained (no batch-norm folding, fp32 weights). ``threshold`` must lie in (0, 1)."""
     if not 0 < threshold < 1:  # predict, evaluate and the API alike
@@ -162,7 +166,16 @@ def make_predictor(
     ck = load_any(path)
     if isinstance(ck, PipelineCheckpoint):
         return FundusPipelinePredictor(
-            ck, precision, threshold, tta, postprocess, fit_ellipse, input_kind, backend, fast
+            ck,
+            precision,
+            threshold,
+            tta,
+            postprocess,
+            fit_ellipse,
+            input_kind,
+            backend,
+            fast,
+            tta_scales,
         )
     if ck.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
         from biounet.em.predictor import OverlapTilePredictor
@@ -172,6 +185,8 @@ def make_predictor(
                 f"{path}: --backend {backend} is not available for unet_valid models"
             )
         return OverlapTilePredictor(ck, precision, tta)
-    if fit_ellipse or input_kind != "auto":
-        log.warning("%s: a single model: --ellipse and --input concern fundus pipelines", path)
+    if fit_ellipse or input_kind != "auto" or tta_scales is not None:
+        log.warning(
+            "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
+        )
     return ModelPredictor(ck, precision, threshold, backend, fast, tta)
