@@ -61,6 +61,7 @@ class Run(NamedTuple):
     colour_augment: bool = False  # saturation + per-channel gamma (FundusConfig.colour_augment)
     area_loss: bool = False  # area-weighted polar loss (FundusConfig.polar_area_loss)
     grey: bool = False  # both stages on the luminance (FundusConfig.grey)
+    weights: tuple[float, ...] | None = None  # sampling weight per source (None: 1 each)
 
 
 RUNS = {
@@ -119,18 +120,31 @@ TTA, POST, ELLIPSE = True, True, True
 SCALES = TTA_SCALES
 
 
-def train_run(name: str, roots: dict[str, Path], work: Path, args: argparse.Namespace) -> Path:
+def train_run(
+    name: str,
+    roots: dict[str, Path],
+    work: Path,
+    args: argparse.Namespace,
+    run: Run | None = None,
+) -> Path:
+    """Trains ``run`` (default ``RUNS[name]``) into ``work/name`` unless it is there already; each
+    source's training split is ``roots[source]``'s."""
     out = work / name
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt"
-    run = RUNS[name]
+    run = run or RUNS[name]
     sources = run.sources
     if len(sources) == 1:
         data, n_train = str(roots[sources[0]]), n_training(roots[sources[0]], run.val_fraction)
     else:
         spec = work / f"{name}.yaml"
+        weights = run.weights or (1.0,) * len(sources)
         spec.write_text(
-            "datasets:\n" + "".join(f"  - root: {roots[s]}\n    weight: 1\n" for s in sources)
+            "datasets:\n"
+            + "".join(
+                f"  - root: {roots[s]}\n    weight: {w:g}\n"
+                for s, w in zip(sources, weights, strict=True)
+            )
         )
         data, n_train = str(spec), sum(n_training(roots[s], run.val_fraction) for s in sources)
     fc = FundusConfig(
