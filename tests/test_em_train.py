@@ -162,6 +162,36 @@ def test_prefetched_batches_are_the_same_draws_in_the_same_order() -> None:
     ahead.close()  # the worker thread is shut down with the generator
 
 
+def test_an_error_in_training_closes_the_batch_stream(monkeypatch) -> None:
+    """A failing step (here the loss) must not leave the prefetch thread running."""
+    import biounet.em.train_em as te
+
+    images, interior = synthetic_em(2, 96)
+    slices = make_slices(images, interior, w0=10.0)
+    closed = []
+    real = te.tile_batches
+
+    def watched(*a, **kw):
+        try:
+            yield from real(*a, **kw)
+        finally:
+            closed.append(True)
+
+    def failing_loss(*a, **kw):
+        raise RuntimeError("loss failed")
+
+    monkeypatch.setattr(te, "tile_batches", watched)
+    monkeypatch.setattr(te, "weighted_cross_entropy", failing_loss)
+    cfg = EmTrainConfig(out_tile=36, minutes=0, max_iters=5, batch_size=2, precision="fp32")
+    try:
+        train_em(make_em_model(tiny_cfg(), 0), slices, cfg)
+    except RuntimeError as e:  # its traceback still holds train_em's frame: no garbage collection
+        assert "loss failed" in str(e)
+        assert closed == [True]
+    else:
+        raise AssertionError("the failing loss did not stop training")
+
+
 def test_train_em_needs_a_budget() -> None:
     images, interior = synthetic_em(1, 64)
     with pytest.raises(ValueError, match="never stops"):

@@ -55,17 +55,29 @@ class ModelPredictor:
         self.tta = tta
 
     def predict(self, img: np.ndarray) -> Prediction:
-        views = [img, img[:, ::-1].copy(), img[::-1].copy()] if self.tta else [img]
+        return self.predict_batch([img])[0]
+
+    def predict_batch(self, imgs: list[np.ndarray]) -> list[Prediction]:
+        """Several (H, W, C) uint8 images (any sizes) through the network together, in one batch
+        of len(imgs) x the TTA views; one ``Prediction`` per image, the same as ``predict``'s."""
+        n_views = 3 if self.tta else 1
+        views = []
+        for img in imgs:
+            views += [img, img[:, ::-1].copy(), img[::-1].copy()] if self.tta else [img]
         probs = list(
             predict_images(
                 self.model, views, self.ck.preprocess, self.device, self.precision, len(views)
             )
         )  # each (L, H, W)
-        prob = probs[0]
-        if self.tta:  # each view's probabilities flipped back
-            prob = (probs[0] + probs[1][:, :, ::-1] + probs[2][:, ::-1]) / 3
-        masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
-        return Prediction(prob, masks, fundus_measures(masks))
+        out = []
+        for k in range(len(imgs)):
+            p = probs[k * n_views : (k + 1) * n_views]
+            prob = p[0]
+            if self.tta:  # each view's probabilities flipped back
+                prob = (p[0] + p[1][:, :, ::-1] + p[2][:, ::-1]) / 3
+            masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
+            out.append(Prediction(prob, masks, fundus_measures(masks)))
+        return out
 
 
 class FundusPipelinePredictor:

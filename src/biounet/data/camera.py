@@ -126,9 +126,9 @@ def colour_augment(
         x = saturate(x, torch.where(on, factor, torch.ones(b)))
     on = torch.rand(b, generator=gen) < p.p
     gamma = ((torch.rand(b, c, generator=gen) * 2 - 1) * p.gamma).exp()
-    x = x.clone()
-    x[on] = x[on].pow(gamma[on][:, :, None, None])  # only the chosen images: a power is not cheap
-    return x
+    # only the chosen images (a power is not cheap), out of place: the caller's batch stays as it
+    # was, and one copy is made (saturate's output is not copied again)
+    return x.index_put((on,), x[on].pow(gamma[on][:, :, None, None]))
 
 
 def appearance_augment(

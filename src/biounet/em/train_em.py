@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,36 +107,38 @@ def train_em(
     scaler = grad_scaler(precision, device)
     rows: list[dict[str, float]] = []
     # on a GPU the next batch is cut and deformed on the CPU while the model trains on this one
-    batches = tile_batches(slices, cfg, in_tile, gen, prefetch=device.type != "cpu")
-    t0 = time.perf_counter()
-    it = 0
-    while _progress(cfg, it, time.perf_counter() - t0) < 1.0:
-        lr = cfg.lr
-        if cfg.lr_schedule == "cosine":
-            lr = cosine_lr(cfg.lr, _progress(cfg, it, time.perf_counter() - t0))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, target, weight = next(batches)  # (B, 1, in, in), (B, out, out), (B, out, out)
-        x = x.to(device)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(x)  # (B, 2, out, out)
-        loss = weighted_cross_entropy(logits, target.to(device), weight.to(device))
-        backward_step(loss, opt, scaler)
-        it += 1
-        rows.append(
-            {"iter": it, "loss": loss.item(), "lr": lr, "seconds": time.perf_counter() - t0}
-        )
-        if it % 20 == 0:
-            log.info("iter %d loss %.4f lr %.2e %.0fs", it, loss.item(), lr, rows[-1]["seconds"])
-    batches.close()
+    # closed on any exit (an error, Ctrl-C): the prefetch thread stops with the generator
+    with closing(tile_batches(slices, cfg, in_tile, gen, prefetch=device.type != "cpu")) as batches:
+        t0 = time.perf_counter()
+        it = 0
+        while _progress(cfg, it, time.perf_counter() - t0) < 1.0:
+            lr = cfg.lr
+            if cfg.lr_schedule == "cosine":
+                lr = cosine_lr(cfg.lr, _progress(cfg, it, time.perf_counter() - t0))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, target, weight = next(batches)  # (B, 1, in, in), (B, out, out), (B, out, out)
+            x = x.to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = model(x)  # (B, 2, out, out)
+            loss = weighted_cross_entropy(logits, target.to(device), weight.to(device))
+            backward_step(loss, opt, scaler)
+            it += 1
+            rows.append(
+                {"iter": it, "loss": loss.item(), "lr": lr, "seconds": time.perf_counter() - t0}
+            )
+            if it % 20 == 0:
+                log.info(
+                    "iter %d loss %.4f lr %.2e %.0fs", it, loss.item(), lr, rows[-1]["seconds"]
+                )
     return rows
 
 
 def tile_batches(
     slices: EmSlices, cfg: EmTrainConfig, in_tile: int, gen: torch.Generator, prefetch: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Generator[tuple[torch.Tensor, torch.Tensor, torch.Tensor], None, None]:
     """Endless ``sample_batch`` draws, in the same order either way; ``prefetch``: each drawn in a
     worker thread while the previous one is in use (the sampling's torch ops release the GIL)."""
 
