@@ -3,6 +3,7 @@ and every ablation changes real FundusConfig fields (a typo would silently train
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -45,11 +46,17 @@ def test_adopted_two_dataset_run_uses_the_drishti_recipe_crop_kind() -> None:
     assert run.polar == fd.ADOPTED.polar and run.val_fraction == fd.ADOPTED.val_fraction
 
 
+def _final_args(reuse_final: bool) -> argparse.Namespace:
+    """--stage final's arguments with the cv/ablate defaults (120 epochs, 20 % held out, Cartesian)."""
+    return argparse.Namespace(
+        roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
+        roi_preset="small", seed=0, reuse_final=reuse_final,
+    )  # fmt: skip
+
+
 def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, tmp_path) -> None:
     """--stage final with the cv/ablate defaults (120 epochs, 20 % held out, Cartesian) still
     trains ADOPTED: the recipe lives in one place."""
-    import argparse
-
     seen = []
 
     def stop(fc, out):
@@ -59,18 +66,13 @@ def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, t
     monkeypatch.setattr(fd, "read_splits", lambda root: {"train": ["a"], "test": ["b"]})
     monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
     monkeypatch.setattr(fd, "fit_fundus", stop)
-    args = argparse.Namespace(
-        roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
-        roi_preset="small", seed=0, reuse_final=False,
-    )  # fmt: skip
+    args = _final_args(reuse_final=False)
     with pytest.raises(RuntimeError, match="stop after the config"):
         fd.stage_final(tmp_path, tmp_path, args)
     assert seen[0] == fd.pipeline_config(tmp_path / "final_view", fd.ADOPTED)
 
 
 def test_reuse_final_scores_the_trained_pipeline_without_training(monkeypatch, tmp_path) -> None:
-    import argparse
-
     (tmp_path / "final_run").mkdir()
     (tmp_path / "final_run" / "fundus.pt").write_bytes(b"x")
     scored = []
@@ -86,10 +88,7 @@ def test_reuse_final_scores_the_trained_pipeline_without_training(monkeypatch, t
     monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
     monkeypatch.setattr(fd, "fit_fundus", no_training)
     monkeypatch.setattr(fd, "evaluate_checkpoint", stop)
-    args = argparse.Namespace(
-        roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
-        roi_preset="small", seed=0, reuse_final=True,
-    )  # fmt: skip
+    args = _final_args(reuse_final=True)
     with pytest.raises(RuntimeError, match="stop after the first evaluation"):
         fd.stage_final(tmp_path, tmp_path, args)
     assert scored == [tmp_path / "final_run" / "fundus.pt"]
