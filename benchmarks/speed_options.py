@@ -4,6 +4,7 @@
     python benchmarks/speed_options.py --part accuracy --epochs 25
     python benchmarks/speed_options.py --part aug     # about 1 minute, synthetic data
     python benchmarks/speed_options.py --part compile # about 2 minutes
+    python benchmarks/speed_options.py --part compile_infer  # about 2 minutes
 
 accuracy: the small preset trained on Drishti-GS1's training split (20 % of it held out for
 validation; the test split is not touched), once per arm, everything else equal: the fp32 reference
@@ -17,6 +18,9 @@ batches) against a training step, and training throughput with augmentation inli
 DataLoader worker process (on 2 cores a worker competes with the two compute threads).
 
 compile: the small preset's training step with and without ``torch.compile``.
+
+compile_infer: the small width's inference at 256 px, eager and compiled (``predict --compile``),
+against MONAI's BasicUNet of the same widths.
 
 inference: the fp32 reference's and the default arm's models, each predicting its validation
 images in fp32 and in bf16: the difference bf16 prediction alone makes.
@@ -295,6 +299,36 @@ def compile_part(batches: tuple[int, ...] = (1, 8)) -> list[dict[str, Any]]:
     return rows
 
 
+def compile_infer_part(batches: tuple[int, ...] = (1, 4)) -> list[dict[str, Any]]:
+    """Inference of the small width at 256 px: biounet eager, biounet under torch.compile (with
+    freezing, as ``predict --compile`` runs it) and MONAI's BasicUNet of the same widths, each in
+    its own process (speed.py's worker), in turn within one run: img/s and the ratio to MONAI."""
+    from speed import run_worker
+
+    rows = []
+    for batch in batches:
+        got = {}
+        for arm, impl, compiled in (
+            ("monai", "monai", False),
+            ("biounet", "biounet", False),
+            ("biounet + compile", "biounet", True),
+        ):
+            spec = {"task": "infer", "impl": impl, "base": 16, "size": 256, "batch": batch}
+            spec |= {"reps": 20, "warmup": 3, "cap_s": 200.0, "compile": compiled}
+            t0 = time.perf_counter()
+            r = run_worker(spec, 1200.0)
+            got[arm] = r.get("img_s")
+            rows.append(
+                {"batch": batch, "arm": arm, "img_s": r.get("img_s"), "error": r.get("error")}
+                | {"wall_s": time.perf_counter() - t0}
+            )
+            print(f"{arm} batch {batch}: {r.get('img_s')} img/s", flush=True)
+        for row in rows[-3:]:
+            ok = row["img_s"] and got["monai"]
+            row["vs_monai"] = row["img_s"] / got["monai"] if ok else None
+    return rows
+
+
 def markdown(data: dict[str, Any]) -> str:
     out = [
         "# Speed options: accuracy kept? where does augmentation run?",
@@ -396,13 +430,36 @@ def markdown(data: dict[str, Any]) -> str:
             + f" | {r['wall_s']:.0f} |"
             for r in data["compile"]
         ]
+    if "compile_infer" in data:
+        out += [
+            "",
+            "## torch.compile for inference (small width, 256 px; `predict --compile`)",
+            "",
+            "biounet's inference path (batch norm folded, channels-last, bf16), eager and under "
+            "torch.compile with freezing (weights folded in as constants, prepacked for oneDNN), "
+            "against MONAI's BasicUNet of the same widths (eager fp32, as its users run it); each "
+            "in its own process, measured in turn in one run. Process wall seconds include the "
+            "compilation.",
+            "",
+            "| batch | model | img/s | vs MONAI | process wall s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['batch']} | {r['arm']} | "
+            + (f"{r['img_s']:.2f}" if r["img_s"] else f"error: {r['error']}")
+            + f" | {'-' if r.get('vs_monai') is None else format(r['vs_monai'], '.2f')} | "
+            + f"{r['wall_s']:.0f} |"
+            for r in data["compile_infer"]
+        ]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--part", choices=["all", "accuracy", "aug", "compile", "inference"], default="all"
+        "--part",
+        choices=["all", "accuracy", "aug", "compile", "compile_infer", "inference"],
+        default="all",
     )
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_speed_options"))
@@ -415,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(data["aug"], indent=1), flush=True)
     if a.part in ("all", "compile"):
         data["compile"] = compile_part()
+    if a.part in ("all", "compile_infer"):
+        data["compile_infer"] = compile_infer_part()
     if a.part in ("all", "accuracy"):
         rows = accuracy_part(a.epochs, a.work)
         data["accuracy"] = {"epochs": a.epochs, "rows": rows, "seeds": seed_summary(rows)}

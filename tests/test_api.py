@@ -4,6 +4,7 @@ and evaluate from notebooks, and a light ``import biounet``."""
 from __future__ import annotations
 
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,16 @@ def test_predict_many_yields_what_predict_gives_in_order(
         # identical here; batched kernels may round differently on other CPUs
         np.testing.assert_allclose(g.prob, ref.prob, atol=1e-3)
         assert set(g.measures) == set(ref.measures)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_model_predicts_what_the_eager_one_does(quickstart: dict[str, Any]) -> None:
+    run = quickstart["run"]
+    path = run.parent / "data" / "images" / "synth_009.png"
+    eager = biounet.load_model(run / "best.pt").predict(path)
+    compiled = biounet.load_model(run / "best.pt", compile=True).predict(path)
+    np.testing.assert_allclose(compiled.prob, eager.prob, atol=2e-2)  # bf16 kernels may differ
+    assert all(np.mean(compiled.masks[k] == eager.masks[k]) > 0.99 for k in eager.masks)
 
 
 def test_predict_many_names_the_bad_array_and_checks_the_batch_size(

@@ -138,6 +138,7 @@ def load_model(
     postprocess: bool = True,
     fit_ellipse: bool = False,
     tta_scales: tuple[float, ...] | None = None,
+    compile: bool = False,
 ) -> Model:
     """Load any biounet checkpoint (``best.pt``/``last.pt`` of ``train``, or a fundus pipeline's
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
@@ -148,7 +149,9 @@ def load_model(
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
     the disc; ellipses fitted to disc and cup). ``tta_scales`` (fundus pipelines): the ROI sizes
     averaged over, as factors of the found ROI's side (default with ``tta`` (0.8, 1.0, 1.25),
-    without it (1.0,); ``(1.0,)`` with ``tta`` for flips only).
+    without it (1.0,); ``(1.0,)`` with ``tta`` for flips only). ``compile``: ``torch.compile`` the
+    networks (a C++ compiler is needed on CPU; the first prediction waits while they compile, the
+    rest run faster: for many images).
     ``checkpoint`` may also be a run folder (its ``fundus.pt``, ``best.pt`` or ``model.pt``). For
     the fundus pipeline, ``threshold`` also decides the disc that places the crop around it, so it
     changes the probabilities too, not only the masks.
@@ -158,7 +161,14 @@ def load_model(
         raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
     path = Path(checkpoint)
     pred = make_predictor(
-        path, precision, threshold, tta, postprocess, fit_ellipse, tta_scales=tta_scales
+        path,
+        precision,
+        threshold,
+        tta,
+        postprocess,
+        fit_ellipse,
+        tta_scales=tta_scales,
+        compile=compile,
     )
     return Model(pred, path)
 

@@ -362,6 +362,12 @@ def parser() -> argparse.ArgumentParser:
         help="run the model as trained (default: batch norm folded, channels-last, bf16 weights)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks (needs a C++ compiler on CPU): the first image waits a few "
+        "seconds, the rest run faster; for long lists",
+    )
+    p.add_argument(
         "--uncertainty",
         action="store_true",
         help="also <stem>_uncertainty.png (entropy of the flip-averaged probability) and "

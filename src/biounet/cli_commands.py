@@ -292,6 +292,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         overwrite=a.overwrite,
         show_progress=not a.quiet,
         tta_scales=a.tta_scales,
+        compile=a.compile,
     )
     kept = f", {len(skipped)} skipped (outputs exist; --overwrite redoes them)" if skipped else ""
     print(f"{len(done)} image(s) written to {a.out}{kept}")

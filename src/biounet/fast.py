@@ -74,7 +74,10 @@ def prepare_for_inference(
     if precision in AUTOCAST_DTYPES:
         m = m.to(AUTOCAST_DTYPES[precision])
     if compile:
-        m = torch.compile(m)
+        # freezing (inference only): inductor takes the weights as constants, folds them into the
+        # graph and prepacks them for oneDNN; on 2 CPU cores the small preset at 256 px ran 1.28 x
+        # the eager speed this way, 1.16 x without it (benchmarks/speed_options.py --part compile)
+        m = torch.compile(m, options={"freezing": True})
     return m
 
 

@@ -66,6 +66,7 @@ def predict_paths(
     overwrite: bool = False,
     show_progress: bool = True,
     tta_scales: tuple[float, ...] | None = None,
+    compile: bool = False,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
@@ -89,6 +90,7 @@ def predict_paths(
         backend,
         fast,
         tta_scales,
+        compile,
     )
     out_dir, inputs = Path(out_dir), list(inputs)  # read twice below: no generator used up
     for i in inputs:
