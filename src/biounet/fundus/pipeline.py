@@ -505,7 +505,17 @@ class FundusPredictor:
             )
         if "disc" in masks and not masks["disc"].any():
             flags.append("empty_disc")
+        elif "disc" in masks and touches_border(masks["disc"]):
+            # a disc cut by the image's edge (a crop not centred on it): its ratios are not the
+            # disc's. No photograph's disc reaches the edge, nor a centred crop's (a disc filling
+            # 60 % of a crop keeps 6 % of the side clear on each side)
+            flags.append("disc_cut_by_border")
         return FundusResult(prob, masks, roi, list(dict.fromkeys(flags)))  # each flag once
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    """(H, W) bool -> True when any pixel of the outermost rows or columns is set."""
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
