@@ -195,20 +195,22 @@ def test_scale_tta_averages_concentric_readings_and_keeps_the_scale_1_roi_and_fl
 def test_a_disc_cut_by_the_image_edge_is_flagged() -> None:
     """A crop not centred on the disc: the disc reaches the image's edge, so its ratios are not
     the disc's; a disc clear of the edges raises no such flag."""
-    from biounet.fundus.pipeline import touches_border
+    from biounet.fundus.pipeline import cut_by_border
 
     img = np.full((200, 240, 3), 100, np.uint8)
     p = _FakePredictor(fill=0.5, input_kind="full")
     p.locate = lambda img: (Roi(8.0, 120.0, 60.0), [])  # type: ignore[method-assign]
     r = p.predict(img)
     assert r.masks["disc"][0].any() and "disc_cut_by_border" in r.flags
-    assert (
-        "disc_cut_by_border" not in _FakePredictor(fill=0.5, input_kind="full").predict(img).flags
-    )
-    edge = np.zeros((5, 6), bool)
-    assert not touches_border(edge)
-    edge[2, 5] = True
-    assert touches_border(edge)
+    plain = _FakePredictor(fill=0.5, input_kind="full").predict(img)
+    assert "disc_cut_by_border" not in plain.flags
+    yy, xx = np.mgrid[:100, :100]
+    centred = (yy - 49.5) ** 2 / 52**2 + (xx - 49.5) ** 2 / 40**2 <= 1  # grazes top and bottom
+    assert centred[0].any() and not cut_by_border(centred)
+    shifted = (yy - 49.5) ** 2 / 30**2 + (xx - 10) ** 2 / 30**2 <= 1  # centre 40 % off: cut
+    assert cut_by_border(shifted)
+    inside = (yy - 20) ** 2 + (xx - 20) ** 2 <= 10**2  # off-centre but clear of the edges
+    assert not cut_by_border(inside)
 
 
 def test_scale_tta_is_skipped_without_a_disc_and_bad_factors_are_refused() -> None:
@@ -348,7 +350,7 @@ def test_a_crop_reading_whose_disc_fills_the_image_or_hardly_any_of_it_is_doubtf
     img = np.full((100, 100, 3), 120, np.uint8)
     cases = {  # crop reading, photograph reading -> kind, flags
         "fills": (_reading(100, 100, 50, 50, 70), _reading(100, 100, 50, 50, 8, ["disc_not_found"]),
-                  "crop", ["disc_size_unusual", "disc_cut_by_border"]),
+                  "crop", ["disc_size_unusual"]),
         "speck": (_reading(100, 100, 50, 50, 6), _reading(100, 100, 50, 50, 8, ["disc_low_confidence"]),
                   "crop", ["disc_size_unusual"]),
         "doubtful crop, sure photograph": (_reading(100, 100, 50, 50, 70), _reading(100, 100, 30, 60, 9),
