@@ -15,8 +15,9 @@ plain PyTorch U-Net of biounet's shape (BN, 2x2 up-conv), both eager fp32 as the
 default). Training step = forward + BCE+Dice loss + backward + Adam. img/s from the median step time;
 peak RSS of the configuration's own process (it includes the ~0.3 GB of the Python + torch
 runtime). MFU = conv/transposed-conv FLOPs (2 x MACs, x3 for a training step) per second / the
-matmul peak of the run's precision measured in the same run (biounet bf16 where supported, peers
-fp32). Speed-ups in the summary are the smallest ratio over all configurations; `mfu_train` and the
+peak of the run's precision measured in the same run (biounet bf16 where supported, peers fp32):
+the larger of a large square matmul's and a large 3x3 convolution's FLOP/s (runs before
+speed_worker measured the convolution too took the matmul alone). Speed-ups in the summary are the smallest ratio over all configurations; `mfu_train` and the
 peak RSS are for the classic widths at the largest size and batch. `predict_fundus_s`: one
 1024x900 photograph to post-processed disc/cup masks through the two-stage pipeline (small-preset
 models, untrained: the timing does not depend on the weights); `_eager_s` without the inference
@@ -40,9 +41,16 @@ def section_md(name: str, sec: dict[str, Any]) -> list[str]:
             if sec["settings"]["quick"]
             else ""
         ),
-        f"Measured matmul peak: bf16 {fmt(peak.get('bf16_flops', 0) / 1e9, '.0f')} GFLOP/s, "
+        f"Measured peak: bf16 {fmt(peak.get('bf16_flops', 0) / 1e9, '.0f')} GFLOP/s, "
         f"fp32 {fmt(peak.get('fp32_flops', 0) / 1e9, '.0f')} GFLOP/s"
-        + (f", tf32 {peak['tf32_flops'] / 1e9:.0f} GFLOP/s." if "tf32_flops" in peak else "."),
+        + (f", tf32 {peak['tf32_flops'] / 1e9:.0f} GFLOP/s" if "tf32_flops" in peak else "")
+        + (
+            f" (matmul / 3x3 convolution: bf16 {peak['bf16_mm_flops'] / 1e9:.0f} / "
+            f"{peak['bf16_conv_flops'] / 1e9:.0f}, fp32 {peak['fp32_mm_flops'] / 1e9:.0f} / "
+            f"{peak['fp32_conv_flops'] / 1e9:.0f})."
+            if "bf16_conv_flops" in peak
+            else "."
+        ),
         *([""] + [f"- {n}" for n in sec["notes"]] if sec.get("notes") else []),
         "",
         "| summary | value |",

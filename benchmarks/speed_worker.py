@@ -177,8 +177,9 @@ def peer_precision(device: torch.device) -> str:
 
 
 def matmul_peak(device: torch.device, seconds: float, sizes: list[int]) -> dict[str, float]:
-    """FLOP/s of the best square torch.mm over ``sizes``, per dtype, each run for ``seconds``
-    (on CUDA also fp32 inputs with TF32 tensor cores, the peers' real peak there)."""
+    """Per dtype, the larger of the FLOP/s of the best square torch.mm over ``sizes`` and of a
+    large 3x3 convolution (256 -> 256 channels, 4 x 64 x 64, channels-last), each run for
+    ``seconds`` (on CUDA also fp32 inputs with TF32 tensor cores, the peers' real peak there)."""
     out = {}
     dtypes = [("bf16", torch.bfloat16), ("fp32", torch.float32)]
     if device.type == "cuda":
@@ -191,7 +192,19 @@ def matmul_peak(device: torch.device, seconds: float, sizes: list[int]) -> dict[
             c = torch.mm(a, b)
             times = timed(lambda: torch.mm(a, b, out=c), device, 10**9, 2, seconds)  # noqa: B023
             best = max(best, 2.0 * n**3 / statistics.median(times))
-        out[f"{name}_flops"] = best
+        out[f"{name}_mm_flops"] = best
+        # a large 3x3 convolution too: on some CPUs the BLAS matmul runs well below what oneDNN's
+        # convolutions reach (here fp32 mm 216 GFLOP/s, fp32 conv 505), and a peak below what the
+        # models achieve would overstate every MFU
+        x = torch.randn(4, 256, 64, 64, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 256, 3, 3, device=device, dtype=dtype)
+        w = w.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            times = timed(lambda: F.conv2d(x, w, padding=1), device, 10**9, 2, seconds)  # noqa: B023
+        conv = 2.0 * 4 * 64 * 64 * 256 * 256 * 9 / statistics.median(times)
+        out[f"{name}_conv_flops"] = conv
+        out[f"{name}_flops"] = max(best, conv)
     return out
 
 
