@@ -38,7 +38,12 @@ from biounet.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from biounet.data.folder import read_splits  # noqa: E402
 from biounet.data.io import read_image  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
-from biounet.fundus.pipeline import TTA_SCALES, FundusConfig, fit_fundus, save_ensemble  # noqa: E402
+from biounet.fundus.pipeline import (  # noqa: E402
+    FundusConfig,
+    fit_fundus,
+    resolve_scales,
+    save_ensemble,
+)
 from biounet.models import preset  # noqa: E402
 from biounet.predictor import make_predictor  # noqa: E402
 from biounet.train import fit  # noqa: E402
@@ -114,7 +119,7 @@ def scored(
     tta, post, ell = variant
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
-        if summary.get("tta_scales", [1.0]) in (None, list(TTA_SCALES) if tta else [1.0]):
+        if summary.get("tta_scales", [1.0]) in (None, list(resolve_scales(tta))):
             return summary
     return evaluate_checkpoint(
         ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=report
@@ -421,7 +426,7 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
         {
             "variant": name,
             "tta": tta,
-            "tta_scales": list(TTA_SCALES) if tta else [1.0],
+            "tta_scales": list(resolve_scales(tta)),
             "postprocess": post,
             "ellipse": ell,
             **fc.__dict__,

@@ -59,15 +59,17 @@ def fraction(s: str) -> float:
 
 
 def scale_list(s: str) -> tuple[float, ...]:
+    from biounet.errors import BiounetError
+    from biounet.fundus.pipeline import check_scales  # only when the option is given
+
     try:
-        out = tuple(float(x) for x in s.split(",") if x.strip())
+        return check_scales(tuple(float(x) for x in s.split(",") if x.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected numbers separated by commas, got {s!r}"
         ) from None
-    if not out or not all(0.5 <= v <= 2.0 for v in out):
-        raise argparse.ArgumentTypeError(f"each factor must be in [0.5, 2], got {s!r}")
-    return out
+    except BiounetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def csv_list(s: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on a dataset split at the masks' own resolution.
 
 Called as a function, ``biounet.evaluate(checkpoint, data, split=None, out_dir=None,
-threshold=0.5, precision="auto", tta=False, postprocess=True, uncertainty=False)`` is
+threshold=0.5, precision="auto", tta=False, postprocess=True, uncertainty=False,
+tta_scales=None)`` is
 ``biounet.api.evaluate`` (see its docstring): this module answers for it.
 """
 

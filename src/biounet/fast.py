@@ -75,8 +75,9 @@ def prepare_for_inference(
         m = m.to(AUTOCAST_DTYPES[precision])
     if compile:
         # freezing (inference only): inductor takes the weights as constants, folds them into the
-        # graph and prepacks them for oneDNN; on 2 CPU cores the small preset at 256 px ran 1.28 x
-        # the eager speed this way, 1.16 x without it (benchmarks/speed_options.py --part compile)
+        # graph and prepacks them for oneDNN. Small width, 256 px, 2 CPU cores: 1.09 x / 1.14 x
+        # the eager speed at batch 1 / 4 (benchmarks/speed_options.py --part compile_infer); in a
+        # one-off comparison at batch 1, 1.28 x with freezing against 1.16 x without
         m = torch.compile(m, options={"freezing": True})
     return m
 

@@ -280,9 +280,7 @@ class FundusPredictor:
         self.polar = [bool(ro.preprocess.get("polar", False)) for _, ro in self.members]
         self.tta, self.postprocess, self.fit_ellipse = tta, postprocess, fit_ellipse
         self.threshold, self.input_kind = threshold, input_kind
-        self.tta_scales = check_scales(
-            tta_scales if tta_scales is not None else (TTA_SCALES if tta else (1.0,))
-        )
+        self.tta_scales = resolve_scales(tta, tta_scales)
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
         """The ROI around the most disc-like blob of the locators' mean disc probability (scored with
@@ -530,11 +528,17 @@ def cut_by_border(disc: np.ndarray, offset: float = CUT_OFFSET) -> bool:
     return max(dy, dx) > offset
 
 
+def resolve_scales(tta: bool, scales: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """The ROI side factors a predictor averages over: ``scales`` when given (checked), else
+    ``TTA_SCALES`` with TTA and (1.0,) without."""
+    return check_scales(scales if scales is not None else (TTA_SCALES if tta else (1.0,)))
+
+
 def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
     """``tta_scales`` as a tuple of floats, each in [0.5, 2] (ROI sides the model can read)."""
     out = tuple(float(s) for s in scales)
     if not out or not all(0.5 <= s <= 2.0 for s in out):
-        raise BiounetError(f"tta scales: need one or more factors in [0.5, 2], got {scales}")
+        raise BiounetError(f"tta scales: one or more, each must be in [0.5, 2]; got {scales}")
     return out
 
 
