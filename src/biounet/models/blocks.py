@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biounet.models.upconv import UpConv2x2
+
 
 def conv_norm_relu(
     c_in: int, c_out: int, norm: str, bias: bool, kernel: int = 3, valid: bool = False
@@ -54,7 +56,7 @@ class UpSample(nn.Module):
         super().__init__()
         if mode == "transpose":
             # The transposed conv is not followed by a norm, so it keeps its bias.
-            self.op: nn.Module = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+            self.op: nn.Module = UpConv2x2(c_in, c_out)
         elif mode == "nearest_conv":
             self.op = nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"),
