@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biounet.data.folder import discover, read_splits  # noqa: E402
 from biounet.data.nnunet import folder_to_nnunet, nnunet_to_folder  # noqa: E402
 from biounet.evaluate import evaluate_checkpoint  # noqa: E402
+from biounet.predictor import PredictOptions  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
 from headless import CHROMIUM, console_lines, run_chromium  # noqa: E402
 
@@ -51,7 +52,12 @@ SHOT_MAX_BYTES = 500_000
 def evaluation(checkpoint: Path, data: Path, out: Path, ellipse: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     s = evaluate_checkpoint(
-        checkpoint, data, "test", out, tta=True, fit_ellipse=ellipse, uncertainty=True
+        checkpoint,
+        data,
+        "test",
+        out,
+        PredictOptions(tta=True, fit_ellipse=ellipse),
+        uncertainty=True,
     )
     seconds = time.perf_counter() - t0
     labels = list(s["labels"])

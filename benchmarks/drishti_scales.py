@@ -30,7 +30,7 @@ from biounet.fundus.cdr import vertical_cdr  # noqa: E402
 from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
 from biounet.fundus.roi import Roi  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
-from biounet.predictor import make_predictor  # noqa: E402
+from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
 from fundus_drishti import ADOPTED_ABLATION, cv_folds, fold_view, fresh_dir  # noqa: E402
 
@@ -88,7 +88,7 @@ def main() -> None:
             break
         view = fold_view(root, args.work, train, held, k)
         # predict's own path (flips, no extra scales), then the extra ROI reads on its ROI
-        pred = make_predictor(ck, tta=True, fit_ellipse=True, tta_scales=(1.0,))
+        pred = make_predictor(ck, PredictOptions(tta=True, fit_ellipse=True, tta_scales=(1.0,)))
         inner, lab = pred.inner, pred.labels
         start = len(reads)
         for stem in held:

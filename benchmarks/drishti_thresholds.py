@@ -33,7 +33,7 @@ from biounet.fundus.cdr import vertical_cdr  # noqa: E402
 from biounet.fundus.pipeline import fit_fundus  # noqa: E402
 from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
-from biounet.predictor import make_predictor  # noqa: E402
+from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
 from fundus_drishti import (  # noqa: E402
     ADOPTED,
@@ -103,7 +103,7 @@ def main() -> None:
         if not ck.is_file():
             break
         # predict's own inference path (batch norm folded, bf16 weights), as evaluate scores it
-        pred = make_predictor(ck, tta=True, fit_ellipse=not args.no_ellipse)
+        pred = make_predictor(ck, PredictOptions(tta=True, fit_ellipse=not args.no_ellipse))
         lab = pred.labels
         for stem in held:
             img = read_image(next((view / "images").glob(f"{stem}.*")))

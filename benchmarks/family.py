@@ -42,7 +42,7 @@ from biounet.data.io import read_image  # noqa: E402
 from biounet.em.tiles import read_em_slices  # noqa: E402
 from biounet.em.train_em import choose_threshold, mean_scores, score_slices  # noqa: E402
 from biounet.models import preset  # noqa: E402
-from biounet.predictor import make_predictor  # noqa: E402
+from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from biounet.train import fit  # noqa: E402
 from biounet.train_data import split_samples  # noqa: E402
 from common import RESULTS, SHARED_DATA, make_view, require, update_results  # noqa: E402
@@ -137,7 +137,7 @@ def isbi_run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if not rescore:
         fit(cfg, out)
     tr, val, _ = split_samples(cfg)
-    pred = make_predictor(out / "best.pt", args.precision)
+    pred = make_predictor(out / "best.pt", PredictOptions(precision=args.precision))
 
     def prob_interior(indices: list[int]) -> list[np.ndarray]:  # (H, W) each: 1 - P(membrane)
         paths = [args.isbi / "images" / f"train_{i:02d}.png" for i in indices]

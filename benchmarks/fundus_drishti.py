@@ -45,7 +45,7 @@ from biounet.fundus.pipeline import (  # noqa: E402
     save_ensemble,
 )
 from biounet.models import preset  # noqa: E402
-from biounet.predictor import make_predictor  # noqa: E402
+from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from biounet.train import fit  # noqa: E402
 from common import RESULTS, SHARED_DATA, make_view, require, softmap_masks, update_results  # noqa: E402
 
@@ -121,9 +121,8 @@ def scored(
         summary = json.loads((out / "summary.json").read_text())
         if summary.get("tta_scales", [1.0]) in (None, list(resolve_scales(tta))):
             return summary
-    return evaluate_checkpoint(
-        ck, view, "test", out, tta=tta, postprocess=post, fit_ellipse=ell, report=report
-    )
+    opts = PredictOptions(tta=tta, postprocess=post, fit_ellipse=ell)
+    return evaluate_checkpoint(ck, view, "test", out, opts, report=report)
 
 
 def stage_cv(root: Path, work: Path, args: argparse.Namespace) -> None:
@@ -397,16 +396,13 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
         ck = fit_fundus(fc, work / "final_run")
         train_s = time.perf_counter() - t0
     tta, post, ell, name = chosen(args)
-    s2 = evaluate_checkpoint(
-        ck, view, "test", work / "final_eval", tta=tta, postprocess=post, fit_ellipse=ell
-    )
+    opts = PredictOptions(tta=tta, postprocess=post, fit_ellipse=ell)
+    s2 = evaluate_checkpoint(ck, view, "test", work / "final_eval", opts)
     all4 = softmap_masks(root, work, LABELS, 255)
     view4 = make_view(
         root, work / "final_view_all4", {"test": splits["test"]}, LABELS, mask_dir=all4
     )
-    s4 = evaluate_checkpoint(
-        ck, view4, "test", work / "final_eval_all4", tta=tta, postprocess=post, fit_ellipse=ell
-    )
+    s4 = evaluate_checkpoint(ck, view4, "test", work / "final_eval_all4", opts)
     if not reuse:
         update_results("fundus_drishti", "train_time_s", train_s)
     update_results(
@@ -477,7 +473,7 @@ def stage_ensemble(root: Path, work: Path, args: argparse.Namespace) -> None:
 
 def time_predict(ck: Path, view: Path, stems: list[str], tta: bool, post: bool, ell: bool) -> float:
     """Median seconds for one full image: read, locate, segment, paste, post-process, measures."""
-    pred = make_predictor(ck, tta=tta, postprocess=post, fit_ellipse=ell)
+    pred = make_predictor(ck, PredictOptions(tta=tta, postprocess=post, fit_ellipse=ell))
     paths = [next((view / "images").glob(f"{s}.*")) for s in stems]
     pred.predict(read_image(paths[0]))  # warm-up
     ts = []
@@ -513,7 +509,9 @@ def stage_seed(root: Path, work: Path, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     run = fit(cfg, work / "seed_run")
     train_s = time.perf_counter() - t0
-    s = evaluate_checkpoint(run / "best.pt", view, "test", work / "seed_eval", postprocess=False)
+    s = evaluate_checkpoint(
+        run / "best.pt", view, "test", work / "seed_eval", PredictOptions(postprocess=False)
+    )
     best = json.loads(
         json.dumps(__import__("torch").load(run / "best.pt", weights_only=True)["extra"]["epoch"])
     )

@@ -44,6 +44,7 @@ from biounet.fundus.pipeline import (  # noqa: E402
 from biounet.fundus.screening import referral_stats  # noqa: E402
 from biounet.fundus.train_roi import SCALE_JITTER  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
+from biounet.predictor import PredictOptions  # noqa: E402
 from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
 from generalization_report import write_markdown, write_selection_markdown  # noqa: E402
 
@@ -194,9 +195,7 @@ def evaluate_run(
             root,
             split,
             out,
-            tta=TTA,
-            postprocess=POST,
-            fit_ellipse=ELLIPSE,
+            PredictOptions(tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE),
             report=False,
             tta_scales=SCALES,
         )

@@ -152,6 +152,7 @@ def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
     difference that bf16 prediction alone makes, with the training held fixed."""
     from biounet.config import RunConfig
     from biounet.evaluate import evaluate_checkpoint
+    from biounet.predictor import PredictOptions
     from biounet.train_data import split_samples
 
     out = []
@@ -165,7 +166,7 @@ def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
                 Path(cfg.data.root),
                 "train",
                 Path(run) / f"eval_{precision}",
-                precision=precision,
+                PredictOptions(precision=precision),
                 stems=val_stems,
                 report=False,
             )

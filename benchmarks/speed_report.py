@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 NOTES = """\
-biounet: channels-last, bf16 autocast where the hardware has it, fused Adam, batch norm folded into
-the convs for inference; on CUDA also cuDNN autotuning. MONAI `BasicUNet` (its default instance norm and LeakyReLU) with the same widths, and a
+biounet: channels-last, bf16 autocast where the hardware has it, fused Adam, the 2x2 up-conv's
+backward as matrix products on CPU, batch norm folded into the convs for inference, freed memory
+kept for reuse on CPU (glibc malloc, `--reuse-memory`; not with checkpointing; its effect alone and
+on MONAI: speed_memory.md); on CUDA also cuDNN autotuning. MONAI `BasicUNet` (its default instance norm and LeakyReLU) with the same widths, and a
 plain PyTorch U-Net of biounet's shape (BN, 2x2 up-conv), both eager fp32 as their users run them.
 3 in, 2 out, depth 4; classic widths 64..1024 (the paper's, with BN), small 16..256 (biounet's
 default). Training step = forward + BCE+Dice loss + backward + Adam. img/s from the median step time;

@@ -27,6 +27,7 @@ from biounet.config import ModelConfig
 from biounet.fast import apply_checkpointing, prepare_for_inference
 from biounet.infer import autocast, resolve_precision
 from biounet.losses import bce_dice_loss
+from biounet.memory import reuse_memory
 from biounet.models import build_model
 from biounet.optim import backward_step, grad_scaler, make_adam
 
@@ -130,6 +131,10 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     model = build(impl, base).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 2, size, size, device=device) > 0.5).float()
+    # biounet keeps freed memory for the next step as its train_loop and predictor do; the peers
+    # run with malloc as their users have it unless the spec says otherwise
+    ckpt = spec.get("checkpointing", "off") if spec["task"] == "train" else "off"
+    reused = reuse_memory(spec.get("reuse_memory", "auto" if fast else "off"), device.type, ckpt)
     if fast:  # what biounet's train_loop and predictor do
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -168,6 +173,7 @@ def run_model(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         "precision": precision,
         "params": sum(p.numel() for p in model.parameters()),
         "flops_fwd_per_img": forward_flops(impl, base, size),
+        "reuse_memory": reused,
     }
 
 
@@ -215,7 +221,7 @@ def run_fundus(spec: dict[str, Any]) -> dict[str, Any]:
     from biounet.data.synthetic import synthetic_fundus
     from biounet.infer import preprocess_spec
     from biounet.models import preset
-    from biounet.predictor import make_predictor
+    from biounet.predictor import PredictOptions, make_predictor
 
     img = synthetic_fundus(np.random.default_rng(0), h=900, w=1024)[0]
     variant = spec["variant"]
@@ -231,9 +237,8 @@ def run_fundus(spec: dict[str, Any]) -> dict[str, Any]:
             save_checkpoint(parts[name], build_model(cfg).eval(), cfg, ("disc", "cup"), prep)
         save_pipeline(Path(tmp) / "fundus.pt", parts, {})
         backend = "ort" if variant == "ort" else "torch"
-        pred = make_predictor(
-            Path(tmp) / "fundus.pt", "auto", backend=backend, fast=variant != "eager"
-        )
+        opts = PredictOptions(backend=backend, fast=variant != "eager")
+        pred = make_predictor(Path(tmp) / "fundus.pt", opts)
     times = timed(lambda: pred.predict(img), torch.device("cpu"), spec["reps"], 1, 60.0)
     return {"seconds": statistics.median(times), "times_s": times}
 

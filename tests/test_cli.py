@@ -279,3 +279,29 @@ def test_best_pt_follows_the_score_unless_the_last_epoch_is_kept(
         state = TrainState(epoch, state.best, [*state.rows, row])
         save_epoch(cfg, model, state, tmp_path, {}, None, opt, None, None, keep_last)
     assert load_checkpoint(tmp_path / "best.pt").extra["epoch"] == best_epoch
+
+
+def test_predict_and_evaluate_flags_become_one_options_object() -> None:
+    from biounet.cli import parser
+    from biounet.cli_commands import predict_options
+    from biounet.predictor import PredictOptions
+
+    a = parser().parse_args(
+        ["predict", "--checkpoint", "m.pt", "x.png", "--out", "o", "--threshold", "0.4",
+         "--tta", "--tta-scales", "0.9,1", "--no-postprocess", "--ellipse", "--input", "crop",
+         "--no-fast", "--precision", "fp32"]
+    )  # fmt: skip
+    assert predict_options(a) == PredictOptions(
+        precision="fp32",
+        threshold=0.4,
+        tta=True,
+        postprocess=False,
+        fit_ellipse=True,
+        input_kind="crop",
+        fast=False,
+        tta_scales=(0.9, 1.0),
+    )
+    e = parser().parse_args(
+        ["evaluate", "--checkpoint", "m.pt", "--data", "d", "--out", "o", "--tta"]
+    )
+    assert predict_options(e) == PredictOptions(tta=True)  # the flags evaluate lacks: defaults

@@ -32,7 +32,7 @@ from biounet.em.train_em import (
 from biounet.infer_tiling import mirror_pad
 from biounet.models import build_model, count_parameters, preset
 from biounet.models.unet_valid import valid_input_size
-from biounet.predictor import make_predictor
+from biounet.predictor import PredictOptions, make_predictor
 
 
 def tiny_cfg(depth: int = 2, width: int = 4) -> ModelConfig:
@@ -251,7 +251,7 @@ def test_choose_threshold_and_checkpoint_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(c.build()(x), model.eval()(x))
     img = np.repeat(synthetic_em(1, 40)[0][0][..., None], 3, axis=2)  # RGB input is made grey
-    p = make_predictor(tmp_path / "em.pt", precision="fp32").predict(img)
+    p = make_predictor(tmp_path / "em.pt", PredictOptions(precision="fp32")).predict(img)
     want = predict_interior(c.build(), img[..., 0], out_tile=12)
     np.testing.assert_allclose(p.prob[1], want, atol=1e-6)
     assert np.array_equal(p.masks["membrane"], 1 - want > 0.5)
@@ -354,9 +354,8 @@ def test_train_em_cli_on_a_folder_then_predict(tmp_path: Path, capsys) -> None:
                "--out", str(tmp_path / "p"), str(tmp_path / "em" / "images")])  # fmt: skip
     assert rc == 0 and (tmp_path / "p" / "s0_membrane.png").is_file()
     # --tta asks for the 8-view average even where the held-out slices did not choose it
-    from biounet.predictor import make_predictor
 
-    assert make_predictor(tmp_path / "run" / "model.pt", "fp32", tta=True).tta
+    assert make_predictor(tmp_path / "run" / "model.pt", PredictOptions("fp32", tta=True)).tta
 
 
 def test_train_em_takes_the_one_complete_label_and_says_which_it_leaves(tmp_path, caplog) -> None:

@@ -18,7 +18,7 @@ from biounet.config import ModelConfig
 from biounet.errors import BiounetError
 from biounet.infer import preprocess_spec
 from biounet.models import build_model
-from biounet.predictor import ModelPredictor, make_predictor
+from biounet.predictor import ModelPredictor, PredictOptions, make_predictor
 
 ATOL = 1e-4  # fp32 in both; differences come from BN folding and kernel summation order
 CFG = ModelConfig(in_channels=3, out_channels=2, base_width=4, depth=3)
@@ -111,8 +111,8 @@ def test_pipeline_predictor_backend_ort_matches_torch_fp32(tmp_path: Path) -> No
     parts = {"locator": saved(tmp_path / "l.pt", 0), "roi": saved(tmp_path / "r.pt", 1)}
     save_pipeline(pipe, parts, {})
     img = np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)
-    ort = make_predictor(pipe, "auto", backend="ort").predict(img)
-    ref = make_predictor(pipe, "fp32", fast=False).predict(img)
+    ort = make_predictor(pipe, PredictOptions(backend="ort")).predict(img)
+    ref = make_predictor(pipe, PredictOptions("fp32", fast=False)).predict(img)
     np.testing.assert_allclose(ort.prob, ref.prob, rtol=0, atol=ATOL)
 
 

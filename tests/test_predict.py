@@ -16,6 +16,7 @@ from biounet.config import ModelConfig
 from biounet.infer import preprocess_spec
 from biounet.models import build_model
 from biounet.predict import output_files, predict_paths
+from biounet.predictor import PredictOptions
 
 STEMS = ["a", "b", "c"]
 
@@ -39,7 +40,7 @@ def images(tmp_path: Path, png) -> Path:
 
 
 def run(ck: Path, images: Path, out: Path, **kw) -> tuple[list[str], list[str], list[str]]:
-    done, skipped, errors = predict_paths(ck, [images], out, precision="fp32", **kw)
+    done, skipped, errors = predict_paths(ck, [images], out, PredictOptions(precision="fp32"), **kw)
     return [p.stem for p in done], [p.stem for p in skipped], errors
 
 

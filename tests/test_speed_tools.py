@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
     import speed
+    import speed_memory
     import speed_merge
     import speed_options
 finally:
@@ -135,3 +136,21 @@ def test_speed_refuses_to_overwrite_the_results_without_monai(monkeypatch) -> No
     monkeypatch.setattr(speed, "run_worker", lambda *a, **k: pytest.fail("measured anyway"))
     with pytest.raises(SystemExit, match="monai is not installed.*--without-monai"):
         speed.main([])
+
+
+def test_speed_memory_ratios_compare_within_one_configuration() -> None:
+    def row(impl: str, setting: str, img_s: float, size: int = 64) -> dict:
+        return {"widths": "small", "size": size, "batch": 1, "task": "train", "impl": impl} | {
+            "reuse_memory": setting,
+            "img_s": img_s,
+            "rss_mb": 400.0,
+            "error": None,
+        }
+
+    rows = [row("biounet", "on", 30.0), row("biounet", "off", 24.0), row("monai", "off", 10.0)]
+    rows.append(row("monai", "off", 99.0, size=128))  # another configuration: never compared
+    assert speed_memory.ratio(rows, rows[0], "biounet", "off") == pytest.approx(1.25)
+    assert speed_memory.ratio(rows, rows[0], "monai", "off") == pytest.approx(3.0)
+    assert speed_memory.ratio(rows, rows[2], "monai", "on") is None  # no such arm
+    md = speed_memory.markdown({"machine": "m", "commit": "c", "rows": rows})
+    assert "| small | 64 | 1 | train | biounet | on | 30.00 | 1.25 | 3.00 | 400 |" in md

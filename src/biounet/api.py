@@ -23,7 +23,7 @@ import numpy as np
 
 from biounet.config import RunConfig
 from biounet.errors import BiounetError
-from biounet.predictor import Prediction, make_predictor
+from biounet.predictor import Prediction, PredictOptions, make_predictor
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ def load_model(
     if not 0 < threshold < 1:
         raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
     path = Path(checkpoint)
-    pred = make_predictor(
-        path,
+    opts = PredictOptions(
         precision,
         threshold,
         tta,
@@ -170,7 +169,7 @@ def load_model(
         tta_scales=tta_scales,
         compile=compile,
     )
-    return Model(pred, path)
+    return Model(make_predictor(path, opts), path)
 
 
 def fit(
@@ -257,10 +256,6 @@ def evaluate(
         Path(data),
         split,
         Path(out_dir),
-        threshold,
-        precision,
-        tta=tta,
-        postprocess=postprocess,
+        PredictOptions(precision, threshold, tta, postprocess, tta_scales=tta_scales),
         uncertainty=uncertainty,
-        tta_scales=tta_scales,
     )

@@ -11,9 +11,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from biounet.config import DataConfig, RunConfig, TrainConfig
 from biounet.errors import BiounetError
+
+if TYPE_CHECKING:
+    from biounet.predictor import PredictOptions
 
 log = logging.getLogger("biounet")
 
@@ -81,6 +85,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         adam_impl=a.adam,
         channels_last=not a.no_channels_last,
         activation_checkpointing=a.checkpointing,
+        reuse_memory=a.reuse_memory,
     )
     return RunConfig(data=data, model=model, train=train, preset=a.preset)
 
@@ -212,6 +217,26 @@ def cmd_cv(a: argparse.Namespace) -> int:
     return 0
 
 
+def predict_options(a: argparse.Namespace) -> PredictOptions:
+    """predict's and evaluate's flags as ``PredictOptions`` (evaluate has no --input, --backend,
+    --no-fast or --compile: their defaults)."""
+    from biounet.predictor import PredictOptions
+
+    return PredictOptions(
+        precision=a.precision,
+        threshold=a.threshold,
+        tta=a.tta,
+        postprocess=not a.no_postprocess,
+        fit_ellipse=a.ellipse,
+        input_kind=getattr(a, "input", "auto"),
+        backend=getattr(a, "backend", "torch"),
+        fast=not getattr(a, "no_fast", False),
+        tta_scales=a.tta_scales,
+        compile=getattr(a, "compile", False),
+        reuse_memory=a.reuse_memory,
+    )
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from biounet.evaluate import evaluate_checkpoint
 
@@ -220,14 +245,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         a.data,
         a.split,
         a.out,
-        a.threshold,
-        a.precision,
+        predict_options(a),
         invert_masks=a.invert_masks or (),
-        tta=a.tta,
-        postprocess=not a.no_postprocess,
-        fit_ellipse=a.ellipse,
         uncertainty=a.uncertainty,
-        tta_scales=a.tta_scales,
     )
     print(format_summary(s))
     print(f"wrote {a.out}/per_image.csv, summary.json and report.html")
@@ -280,19 +300,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         a.checkpoint,
         a.inputs,
         a.out,
-        a.threshold,
-        a.precision,
-        tta=a.tta,
-        postprocess=not a.no_postprocess,
-        fit_ellipse=a.ellipse,
-        input_kind=a.input,
-        backend=a.backend,
-        fast=not a.no_fast,
+        predict_options(a),
         uncertainty=a.uncertainty,
         overwrite=a.overwrite,
         show_progress=not a.quiet,
-        tta_scales=a.tta_scales,
-        compile=a.compile,
     )
     kept = f", {len(skipped)} skipped (outputs exist; --overwrite redoes them)" if skipped else ""
     print(f"{len(done)} image(s) written to {a.out}{kept}")

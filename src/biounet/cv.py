@@ -131,6 +131,7 @@ def run_fold(
     """Train fold ``k`` into ``out/fold_k/run``, evaluate its best.pt on the held-out images into
     ``out/fold_k/eval``, then write ``out/fold_k/fold.json``. A done fold is left as it is."""
     from biounet.evaluate import evaluate_checkpoint
+    from biounet.predictor import PredictOptions
     from biounet.train import fit
     from biounet.train_data import split_samples
 
@@ -156,8 +157,7 @@ def run_fold(
         Path(cfg.data.root),
         split,
         fdir / "eval",
-        t.threshold,
-        t.precision,
+        PredictOptions(t.precision, t.threshold),
         invert_masks=cfg.data.invert_masks,
         stems=held,
     )

@@ -35,7 +35,7 @@ from biounet.data.transforms import Geometry, square_geometry, to_network
 from biounet.errors import BiounetError
 from biounet.losses import article_dice_loss_pooled, article_iou_pooled
 from biounet.metrics import METRICS, bce, binary_scores, summarize
-from biounet.predictor import FundusPipelinePredictor, make_predictor
+from biounet.predictor import FundusPipelinePredictor, PredictOptions, make_predictor
 from biounet.uncertainty import image_uncertainty
 
 COLUMNS = ["stem", "label", *METRICS, "hd95", "asd"]
@@ -46,18 +46,13 @@ def evaluate_checkpoint(
     data_root: Path,
     split: str | None,
     out_dir: Path,
-    threshold: float = 0.5,
-    precision: str = "auto",
+    opts: PredictOptions | None = None,
     batch_size: int = 4,
     invert_masks: tuple[str, ...] = (),
-    tta: bool = False,
-    postprocess: bool = True,
-    fit_ellipse: bool = False,
     article_size: int | None = None,
     stems: Sequence[str] | None = None,
     report: bool = True,
     uncertainty: bool = False,
-    tta_scales: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """Writes per_image.csv, summary.json, calibration.json + reliability.png, cases/ (best,
     median, worst thumbnails) and, with ``report``, report.html into ``out_dir``; returns the
@@ -75,9 +70,8 @@ def evaluate_checkpoint(
     their Spearman correlation with Dice."""
     if Path(out_dir).is_file():  # before the work, not after it
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
-    pred = make_predictor(
-        checkpoint, precision, threshold, tta, postprocess, fit_ellipse, tta_scales=tta_scales
-    )
+    opts = opts or PredictOptions()
+    pred = make_predictor(checkpoint, opts)
     root = Path(data_root)
     if root.is_file():
         raise BiounetError(
@@ -130,13 +124,13 @@ def evaluate_checkpoint(
         "data": str(root),
         "split": split,
         "n_images": len(samples),
-        "threshold": threshold,
-        "tta": tta,
+        "threshold": opts.threshold,
+        "tta": opts.tta,
         # fundus pipelines: the ROI sizes averaged (see make_predictor); None for other models
         "tta_scales": list(pred.inner.tta_scales)
         if isinstance(pred, FundusPipelinePredictor)
         else None,
-        "postprocess": postprocess,
+        "postprocess": opts.postprocess,
         "resolution": "each mask's own resolution (predictions resized back)",
         "labels": summarize(rows),
         "article_metrics": {

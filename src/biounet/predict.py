@@ -17,7 +17,7 @@ from tqdm import tqdm
 from biounet.data.folder import list_images
 from biounet.data.io import IMAGE_EXTENSIONS, PNG_LEVEL, read_image, save_png
 from biounet.errors import BiounetError
-from biounet.predictor import Prediction, make_predictor
+from biounet.predictor import Prediction, PredictOptions, make_predictor
 from biounet.uncertainty import image_uncertainty
 from biounet.viz import overlay
 
@@ -54,44 +54,23 @@ def predict_paths(
     checkpoint: Path,
     inputs: Iterable[Path],
     out_dir: Path,
-    threshold: float = 0.5,
-    precision: str = "auto",
-    tta: bool = False,
-    postprocess: bool = True,
-    fit_ellipse: bool = False,
-    input_kind: str = "auto",
-    backend: str = "torch",
-    fast: bool = True,
+    opts: PredictOptions | None = None,
     uncertainty: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
-    tta_scales: tuple[float, ...] | None = None,
-    compile: bool = False,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Per image ``<stem>_<label>.png`` (0/255), ``<stem>_prob_<label>.png`` (probability x 255) and
     ``<stem>_overlay.png``, at the input's size; ``measures.csv`` (one row per image) when the model
     segments a disc and a cup. Unreadable files, and images the model cannot take, are skipped
     and reported at the end.
-    ``backend``/``fast``: see ``biounet.predictor.make_predictor``. ``uncertainty``: also
+    ``opts``: how the checkpoint is run (``biounet.predictor.PredictOptions``). ``uncertainty``: also
     ``<stem>_uncertainty.png`` and ``uncertainty.csv`` (see ``biounet.uncertainty``).
 
     One image is in memory at a time and the CSVs grow a row per image, so memory stays flat
     whatever the count. An image whose outputs all exist is skipped (a killed job resumes where it
     stopped); ``overwrite`` redoes it. ``show_progress``: a progress bar (on a terminal) with images/s.
     Returns (images written, images skipped, one error line per unreadable file)."""
-    pred = make_predictor(
-        checkpoint,
-        precision,
-        threshold,
-        tta,
-        postprocess,
-        fit_ellipse,
-        input_kind,
-        backend,
-        fast,
-        tta_scales,
-        compile,
-    )
+    pred = make_predictor(checkpoint, opts)
     out_dir, inputs = Path(out_dir), list(inputs)  # read twice below: no generator used up
     for i in inputs:
         if Path(i).is_dir() and out_dir.resolve() == Path(i).resolve():

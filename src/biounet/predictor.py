@@ -16,6 +16,7 @@ from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any
 from biounet.errors import BiounetError
 from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
+from biounet.memory import REUSE_MEMORY, reuse_memory
 
 BACKENDS = ("torch", "ort")
 log = logging.getLogger(__name__)
@@ -29,6 +30,34 @@ class Prediction:
     masks: dict[str, np.ndarray]
     measures: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a checkpoint is run for prediction (``make_predictor``; predict's and evaluate's flags).
+
+    ``threshold``: probability above which a pixel is in a mask, in (0, 1). ``precision``: "auto",
+    "bf16", "fp16" (CUDA) or "fp32". ``tta``: flip averaging. ``postprocess`` / ``fit_ellipse`` /
+    ``input_kind`` ("auto", "full" photograph or disc-centred "crop") / ``tta_scales`` (ROI side
+    factors averaged over; default with ``tta`` ``biounet.fundus.pipeline.TTA_SCALES``, without
+    none): fundus pipelines only. ``backend``: "torch" or "ort" (ONNX Runtime, fp32, CPU);
+    ``fast=False`` runs the model as trained (no batch-norm folding, fp32 weights). ``compile``:
+    ``torch.compile`` the networks (the first image waits while they compile; faster after, for
+    long lists; single U-Nets and fundus pipelines, with the torch backend). ``reuse_memory``:
+    "auto"/"on" keep freed memory in the process for the next image on the CPU, "off" leaves
+    malloc as it is (``biounet.memory``)."""
+
+    precision: str = "auto"
+    threshold: float = 0.5
+    tta: bool = False
+    postprocess: bool = True
+    fit_ellipse: bool = False
+    input_kind: str = "auto"
+    backend: str = "torch"
+    fast: bool = True
+    tta_scales: tuple[float, ...] | None = None
+    compile: bool = False
+    reuse_memory: str = "auto"
 
 
 class ModelPredictor:
@@ -84,29 +113,24 @@ class ModelPredictor:
 class FundusPipelinePredictor:
     """The two-stage fundus pipeline (see biounet.fundus.pipeline)."""
 
-    def __init__(
-        self,
-        ck: PipelineCheckpoint,
-        precision: str = "auto",
-        threshold: float = 0.5,
-        tta: bool = False,
-        postprocess: bool = True,
-        fit_ellipse: bool = False,
-        input_kind: str = "auto",
-        backend: str = "torch",
-        fast: bool = True,
-        tta_scales: tuple[float, ...] | None = None,
-        compile: bool = False,
-    ) -> None:
+    def __init__(self, ck: PipelineCheckpoint, opts: PredictOptions) -> None:
         from biounet.fundus.pipeline import FundusPredictor
 
+        o = opts
         self.inner = inner = FundusPredictor(
-            ck, precision, tta, postprocess, fit_ellipse, threshold, input_kind, tta_scales
+            ck,
+            o.precision,
+            o.tta,
+            o.postprocess,
+            o.fit_ellipse,
+            o.threshold,
+            o.input_kind,
+            o.tta_scales,
         )
         self.labels = self.inner.labels
-        inner.device, inner.precision = backend_device_precision(backend, precision)
+        inner.device, inner.precision = backend_device_precision(o.backend, o.precision)
         run = lambda c, m: runnable(  # noqa: E731
-            c, m, inner.device, inner.precision, backend, fast, compile
+            c, m, inner.device, inner.precision, o.backend, o.fast, o.compile
         )
         inner.locators = [
             run(lo, m) for (lo, _), m in zip(inner.members, inner.locators, strict=True)
@@ -170,58 +194,36 @@ def runnable(
 
 
 def make_predictor(
-    path: Path,
-    precision: str = "auto",
-    threshold: float = 0.5,
-    tta: bool = False,
-    postprocess: bool = True,
-    fit_ellipse: bool = False,
-    input_kind: str = "auto",
-    backend: str = "torch",
-    fast: bool = True,
-    tta_scales: tuple[float, ...] | None = None,
-    compile: bool = False,
+    path: Path, opts: PredictOptions | None = None
 ) -> ModelPredictor | FundusPipelinePredictor:
-    """``input_kind`` (fundus pipeline only): "auto", "full" photograph or disc-centred "crop".
-    ``tta_scales`` (fundus pipeline only): ROI side factors averaged over (default: with ``tta``,
-    ``biounet.fundus.pipeline.TTA_SCALES``; without, none).
-    ``backend``: "torch" or "ort" (ONNX Runtime, fp32, CPU); ``fast=False`` runs the model as
-    trained (no batch-norm folding, fp32 weights). ``threshold`` must lie in (0, 1). ``compile``:
-    ``torch.compile`` the networks (the first image waits while they compile; faster after, for
-    long lists; single U-Nets and fundus pipelines, with the torch backend)."""
-    if not 0 < threshold < 1:  # predict, evaluate and the API alike
-        raise BiounetError(f"threshold: must be in (0, 1), got {threshold}")
-    if compile and (backend != "torch" or not fast):
+    """The predictor for the checkpoint at ``path``, run as ``opts`` says (default
+    ``PredictOptions()``). Refuses a threshold outside (0, 1) and ``compile`` without the torch
+    fast path."""
+    o = opts or PredictOptions()
+    if not 0 < o.threshold < 1:  # predict, evaluate and the API alike
+        raise BiounetError(f"threshold: must be in (0, 1), got {o.threshold}")
+    if o.compile and (o.backend != "torch" or not o.fast):
         raise BiounetError(
             "--compile compiles the torch fast path: not with --backend ort or --no-fast"
         )
+    if o.reuse_memory not in REUSE_MEMORY:
+        raise BiounetError(f"reuse_memory must be one of {REUSE_MEMORY}, got {o.reuse_memory!r}")
     ck = load_any(path)
+    reuse_memory(o.reuse_memory, pick_device().type if o.backend == "torch" else "cpu")
     if isinstance(ck, PipelineCheckpoint):
-        return FundusPipelinePredictor(
-            ck,
-            precision,
-            threshold,
-            tta,
-            postprocess,
-            fit_ellipse,
-            input_kind,
-            backend,
-            fast,
-            tta_scales,
-            compile,
-        )
+        return FundusPipelinePredictor(ck, o)
     if ck.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
         from biounet.em.predictor import OverlapTilePredictor
 
-        if backend != "torch":
+        if o.backend != "torch":
             raise BiounetError(
-                f"{path}: --backend {backend} is not available for unet_valid models"
+                f"{path}: --backend {o.backend} is not available for unet_valid models"
             )
-        if compile:
+        if o.compile:
             log.warning("%s: --compile is not used for unet_valid (overlap-tile) models", path)
-        return OverlapTilePredictor(ck, precision, tta)
-    if fit_ellipse or input_kind != "auto" or tta_scales is not None:
+        return OverlapTilePredictor(ck, o.precision, o.tta)
+    if o.fit_ellipse or o.input_kind != "auto" or o.tta_scales is not None:
         log.warning(
             "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
         )
-    return ModelPredictor(ck, precision, threshold, backend, fast, tta, compile)
+    return ModelPredictor(ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile)

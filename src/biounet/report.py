@@ -292,6 +292,7 @@ def write_run_report(run_dir: Path, cfg: RunConfig) -> Path | None:
     """A training run's report.html: best.pt evaluated on the run's validation images (into
     ``run_dir/val``) at each mask's own resolution, the curves and the configuration."""
     from biounet.evaluate import evaluate_checkpoint
+    from biounet.predictor import PredictOptions
     from biounet.train_data import split_samples
 
     if not (run_dir / "best.pt").is_file():  # no epoch had a finite validation Dice
@@ -308,8 +309,7 @@ def write_run_report(run_dir: Path, cfg: RunConfig) -> Path | None:
         Path(cfg.data.root),
         "all",
         run_dir / "val",
-        cfg.train.threshold,
-        cfg.train.precision,
+        PredictOptions(cfg.train.precision, cfg.train.threshold),
         stems=[s.stem for s in val],
         report=False,
     )

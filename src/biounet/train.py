@@ -33,6 +33,7 @@ from biounet.errors import BiounetError
 from biounet.fast import apply_checkpointing
 from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
 from biounet.losses import bce_dice_loss, pixel_weights
+from biounet.memory import reuse_memory
 from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 from biounet.optim import backward_step, grad_scaler, make_adam
@@ -244,6 +245,7 @@ def train_loop(
     returns the trained model. ``gen``: the data-order generator, saved in last.pt for ``resume``."""
     device = run_device(dist)
     precision = resolve_precision(cfg.train.precision, device)
+    reuse_memory(cfg.train.reuse_memory, device.type, cfg.train.activation_checkpointing)
     model = build_model(cfg.model).to(device)
     size = cfg.data.image_size
     example = torch.zeros(1, cfg.model.in_channels, size, size, device=device)

@@ -29,6 +29,7 @@ from biounet.em.metrics import em_scores, fscore_error
 from biounet.em.tiles import EmSlices, sample_batch
 from biounet.infer import autocast, pick_device, resolve_precision
 from biounet.infer_tiling import overlap_tile
+from biounet.memory import reuse_memory
 from biounet.models import build_model
 from biounet.models.unet_valid import valid_input_size
 from biounet.optim import backward_step, grad_scaler, make_adam
@@ -45,7 +46,8 @@ class EmTrainConfig:
     for that one, not both 0). ``lr_schedule``: "cosine" decays to 1 % of ``lr`` over the budget
     (by elapsed time or iterations, whichever is further along) or "constant". ``elastic``: the
     paper's elastic deformation on every tile. ``precision``: "auto", "bf16" or "fp32".
-    ``device``: "auto" (CUDA where present, else CPU), "cpu" or "cuda[:N]"."""
+    ``device``: "auto" (CUDA where present, else CPU), "cpu" or "cuda[:N]". ``reuse_memory``:
+    "auto", "on" or "off" (``biounet.memory``: freed CPU memory kept for the next step)."""
 
     out_tile: int = 260
     batch_size: int = 1
@@ -59,6 +61,7 @@ class EmTrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     device: str = "auto"
+    reuse_memory: str = "auto"
 
 
 def make_em_model(cfg: ModelConfig, seed: int) -> nn.Module:
@@ -97,6 +100,7 @@ def train_em(
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
     device = device or pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    reuse_memory(cfg.reuse_memory, device.type)
     depth = model.cfg.depth
     in_tile = valid_input_size(cfg.out_tile, depth)
     gen = torch.Generator().manual_seed(cfg.seed)
