@@ -97,7 +97,7 @@ class TrainConfig:
     counts in the loss (``biounet.losses.pixel_weights``): "uniform" or "polar_area" (for polar crops).
     ``reuse_memory``: "auto" (on for CPU training without activation checkpointing), "on" or "off":
     freed memory kept in the process for the next step (``biounet.memory``; the classic U-Net at
-    512 px, batch 4: 1.4x the speed, 6.4 instead of 4.1 GB peak RSS)."""
+    512 px, batch 4: 1.45x the speed, 6.1 instead of 4.0 GB peak RSS)."""
 
     epochs: int = 40
     batch_size: int = 4

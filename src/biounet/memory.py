@@ -4,11 +4,11 @@ PyTorch on the CPU allocates each activation with ``malloc``. glibc serves block
 threshold (at most 32 MB) with fresh ``mmap`` pages and unmaps them on ``free``, so every training
 step faults in and zeroes its activations again: the kernel time ``top`` shows as "sy". Telling
 glibc to serve every block from its heap and not to trim the heap (``mallopt``) lets the next step
-reuse the same pages. Measured on the 2-core CPU (bf16, channels-last; A/B in one session,
-``benchmarks/speed.py``): classic U-Net training at 512 px, batch 4, 0.47 -> 0.65 img/s, peak RSS
-4.1 -> 6.4 GB (freed blocks are kept, and fragment); small-width training at 256 px, batch 1,
-+6-12 %; prediction +17-48 % (classic 512 px batch 4, small 256 px batch 1), peak RSS 1.2 -> 1.6-1.8
-GB for the classic at 512 px batch 4, unchanged for the small widths.
+reuse the same pages. Measured on the 2-core CPU (bf16, channels-last; ``benchmarks/speed_memory.py``):
+classic U-Net training at 512 px, batch 4, 0.43 -> 0.62 img/s, peak RSS 4.0 -> 6.1 GB (freed
+blocks are kept, and fragment); small-width training at 256 px, batch 1, 1.01x (+6-12 % in other
+runs); prediction 1.17x (classic, 512 px, batch 4; RSS 1.3 -> 1.6 GB) and 1.46x (small, 256 px,
+batch 1; RSS unchanged). Any PyTorch program gains from it (MONAI's training above: 1.94x).
 
 The setting is process-wide and lasts for the life of the process (other code in it allocates the
 same way). Only Linux with glibc; elsewhere nothing is changed. "auto" turns it on for CPU work
