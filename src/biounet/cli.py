@@ -334,6 +334,7 @@ def parser() -> argparse.ArgumentParser:
     te.add_argument("--seed", type=int, default=0)
     te.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32")
     te.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda[:N]")
+    add_reuse_memory(te, "on for the CPU")
     te.set_defaults(func=cmd_train_em)
 
     e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")

@@ -384,6 +384,7 @@ def cmd_train_em(a: argparse.Namespace) -> int:
             seed=a.seed,
             precision=a.precision,
             device=a.device,
+            reuse_memory=a.reuse_memory,
         ),
     )
     refuse_existing_run(a.out, resumable=False)
