@@ -12,6 +12,7 @@ sys.path.insert(0, str(BENCH))
 try:
     import fundus_generalization as fg
     import generalization_report as gr
+    import generalization_thresholds as gt
 finally:
     sys.path.remove(str(BENCH))
 
@@ -156,3 +157,17 @@ def test_select_scores_runs_on_drishti_training_photographs_and_refuses_drishti_
     args.runs = "both_all_polar"
     with pytest.raises(SystemExit, match="trained on Drishti-GS1"):
         fg.select(args, {}, 0.0)
+
+
+def test_cup_threshold_sweep_cuts_only_the_cup() -> None:
+    import numpy as np
+
+    yy, xx = np.mgrid[:40, :40]
+    r2 = (yy - 19.5) ** 2 + (xx - 19.5) ** 2
+    disc, cup = r2 < 10**2, r2 < 5**2  # circles: the ellipse fit keeps them
+    p = np.stack([disc * 0.9, cup * 0.55]).astype(np.float32)  # the cup's probability: 0.55
+    table = gt.sweep([(p, disc, cup, 0.5)], grid=(0.5, 0.6))
+    assert table["0.5"]["disc_dice_mean"] == table["0.6"]["disc_dice_mean"] > 0.95
+    assert table["0.5"]["cup_dice_mean"] > 0.95  # 0.55 > 0.5: the cup is kept
+    assert table["0.6"]["cup_dice_mean"] == 0.0  # 0.55 < 0.6: no cup left
+    assert table["0.5"]["vcdr_mae"] == pytest.approx(0.0, abs=0.06)  # the masks' own vCDR
