@@ -58,6 +58,12 @@ DEFAULT = ARMS["all (default)"]
 # more seeds of the two recipes that the bf16-vs-fp32 question compares
 ARMS |= {f"all (default), seed {k}": {**DEFAULT, "seed": k} for k in (1, 2)}
 ARMS |= {f"fp32 reference, seed {k}": {**REFERENCE, "seed": k} for k in (1, 2)}
+# the default recipe with PyTorch's own backward for the 2x2 up-conv (biounet.models.upconv)
+NATIVE_UPCONV = "all, PyTorch up-conv backward"
+ARMS |= {
+    NATIVE_UPCONV + (f", seed {k}" if k else ""): {**DEFAULT, "seed": k, "matrix_backward": False}
+    for k in (0, 1, 2)
+}
 LABELS = ("disc", "cup")
 DICE_KEYS = ("dice_disc", "dice_cup", "dice_mean")
 
@@ -66,6 +72,7 @@ def run_arm(name: str, train_kw: dict[str, Any], epochs: int, work: Path) -> dic
     from biounet.cli_commands import RECIPES
     from biounet.config import DataConfig, RunConfig, TrainConfig
     from biounet.models import preset
+    from biounet.models.upconv import UpConv2x2
     from biounet.train import fit
 
     out = work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
@@ -86,11 +93,15 @@ def run_arm(name: str, train_kw: dict[str, Any], epochs: int, work: Path) -> dic
                 lr=r["lr"],
                 lr_step=0,
                 lr_schedule="constant",
-                **train_kw,
+                **{k: v for k, v in train_kw.items() if k != "matrix_backward"},
             ),
             preset="small",
         )
-        fit(cfg, out)
+        UpConv2x2.matrix_backward = train_kw.get("matrix_backward", True)
+        try:
+            fit(cfg, out)
+        finally:
+            UpConv2x2.matrix_backward = True
     rows = read_rows(metrics)
     best = max(rows, key=lambda x: float(x["val_dice_mean"]))
     return {
@@ -128,22 +139,30 @@ def seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per recipe (fp32 reference, all options) over its seeds: mean and sample sd of the best-epoch
     Dice; the difference of the means with its standard error."""
     out: dict[str, Any] = {}
-    for recipe in ("fp32 reference", "all (default)"):
+    for recipe in ("fp32 reference", "all (default)", NATIVE_UPCONV):
         runs = [r for r in rows if r["arm"] == recipe or r["arm"].startswith(recipe + ", seed")]
         out[recipe] = {"n": len(runs)}
+        if not runs:  # an older results file: no such arm
+            continue
         for k in ("dice_disc", "dice_cup", "dice_mean"):
             v = [r[k] for r in runs]
             out[recipe][k] = statistics.mean(v)
             out[recipe][f"{k}_sd"] = statistics.stdev(v) if len(v) > 1 else float("nan")
-    a, b = out["all (default)"], out["fp32 reference"]
-    out["difference"] = {
+    out["difference"] = difference(out["all (default)"], out["fp32 reference"])
+    if out[NATIVE_UPCONV]["n"]:
+        out["difference_upconv"] = difference(out["all (default)"], out[NATIVE_UPCONV])
+    return out
+
+
+def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """a's mean minus b's per Dice key, with the standard error of that difference."""
+    return {
         k: {
             "mean": a[k] - b[k],
             "se": (a[f"{k}_sd"] ** 2 / a["n"] + b[f"{k}_sd"] ** 2 / b["n"]) ** 0.5,
         }
-        for k in ("dice_disc", "dice_cup", "dice_mean")
+        for k in DICE_KEYS
     }
-    return out
 
 
 def inference_part(runs: dict[str, str]) -> list[dict[str, Any]]:
@@ -385,6 +404,18 @@ def markdown(data: dict[str, Any]) -> str:
             + " | ".join(f"{d[k]['mean']:+.4f} ± {d[k]['se']:.4f}" for k in DICE_KEYS)
             + " |"
         )
+        if "difference_upconv" in seeds:
+            n, d = seeds[NATIVE_UPCONV], seeds["difference_upconv"]
+            out.append(
+                "| all options with PyTorch's up-conv backward | "
+                + " | ".join(f"{n[k]:.4f} ± {n[k + '_sd']:.4f}" for k in DICE_KEYS)
+                + " |"
+            )
+            out.append(
+                "| all options minus that (± standard error): the matrix up-conv backward | "
+                + " | ".join(f"{d[k]['mean']:+.4f} ± {d[k]['se']:.4f}" for k in DICE_KEYS)
+                + " |"
+            )
     if "inference" in data:
         out += [
             "",

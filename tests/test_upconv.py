@@ -54,3 +54,13 @@ def test_fast_path_only_where_a_gradient_is_wanted() -> None:
     assert not up._fast_backward(x)
     with torch.inference_mode():
         assert up(x).shape == (1, 2, 6, 6)
+
+
+def test_pytorch_backward_on_request() -> None:
+    up, x = UpConv2x2(4, 2), torch.randn(1, 4, 3, 3)
+    UpConv2x2.matrix_backward = False
+    try:
+        assert not up._fast_backward(x)
+    finally:
+        UpConv2x2.matrix_backward = True
+    assert up._fast_backward(x)

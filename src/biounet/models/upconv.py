@@ -61,7 +61,10 @@ class _UpConvFn(torch.autograd.Function):
 
 class UpConv2x2(nn.ConvTranspose2d):
     """2x2 transposed conv, stride 2: (B, c_in, H, W) -> (B, c_out, 2H, 2W). The same parameters
-    (and state-dict keys) as ``nn.ConvTranspose2d(c_in, c_out, 2, stride=2)``."""
+    (and state-dict keys) as ``nn.ConvTranspose2d(c_in, c_out, 2, stride=2)``. The class attribute
+    ``matrix_backward = False`` falls back to PyTorch's backward everywhere (for comparisons)."""
+
+    matrix_backward = True
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(c_in, c_out, 2, stride=2)
@@ -79,7 +82,8 @@ class UpConv2x2(nn.ConvTranspose2d):
 
     def _fast_backward(self, x: torch.Tensor) -> bool:
         return (
-            x.device.type == "cpu"
+            UpConv2x2.matrix_backward
+            and x.device.type == "cpu"
             and x.dim() == 4
             and torch.is_grad_enabled()
             and (x.requires_grad or self.weight.requires_grad)
