@@ -92,7 +92,8 @@ class TrainConfig:
     ``activation_checkpointing``: recompute blocks' activations during backward
     (``biounet.fast.apply_checkpointing``): "off"; "top" (the blocks of the three finest levels but
     the last); "all" (every block). Classic U-Net, 512 px, batch 4 on the 2-core CPU: peak RSS
-    4.0 GB off, 2.6 GB top at 0.94x the speed, 2.5 GB all at 0.82x (``benchmarks/speed.py``).
+    6.0 GB off (freed memory kept), 2.7 GB top at 0.72x the speed, 2.5 GB all at 0.65x
+    (``benchmarks/speed.py``; "auto" ``reuse_memory`` is off with checkpointing).
     ``True``/``False`` (older configs) read as "all"/"off". ``pixel_weight``: how much each pixel
     counts in the loss (``biounet.losses.pixel_weights``): "uniform" or "polar_area" (for polar crops).
     ``reuse_memory``: "auto" (on for CPU training without activation checkpointing), "on" or "off":
