@@ -91,6 +91,16 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical cores"
 
 
+def md_header(title: str, data: dict[str, Any], script: str) -> list[str]:
+    """A results page's first lines: title, then the machine, commit and command of ``data``."""
+    return [
+        f"# {title}",
+        "",
+        f"Machine: {data['machine']}. Commit: `{data['commit']}`. "
+        f"Command: `python benchmarks/{script}`.",
+    ]
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(

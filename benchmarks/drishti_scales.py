@@ -26,12 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.data.transforms import match_channels  # noqa: E402
 from biounet.evaluate import expert_cdr  # noqa: E402
-from biounet.fundus.cdr import vertical_cdr  # noqa: E402
-from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
 from biounet.fundus.roi import Roi  # noqa: E402
-from biounet.metrics import binary_scores  # noqa: E402
 from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
+from drishti_thresholds import threshold_scores  # noqa: E402
 from fundus_drishti import ADOPTED_ABLATION, cv_folds, fold_view, fresh_dir  # noqa: E402
 
 SCALES = (0.8, 0.85, 0.9, 1.0, 1.1, 1.15, 1.25)
@@ -53,20 +51,8 @@ def scores(
 ) -> dict[str, float]:
     """Mean disc / cup Dice and vCDR MAE of the probabilities averaged over ``scales``.
     reads: per image {scale: (2, H, W) disc, cup probabilities}; truths: (disc, cup) bool masks."""
-    d_dice, c_dice, err = [], [], []
-    for r, (d_t, c_t), e in zip(reads, truths, experts, strict=True):
-        p = np.mean([r[s].astype(np.float32) for s in scales], axis=0)
-        disc, cup = clean_disc_cup(p[0] > 0.5, p[1] > 0.5, fit_ellipse=True)
-        d_dice.append(binary_scores(disc, d_t)["dice"])
-        c_dice.append(binary_scores(cup, c_t)["dice"])
-        v = vertical_cdr(disc, cup)
-        if np.isfinite(v) and np.isfinite(e):
-            err.append(abs(v - e))
-    return {
-        "disc_dice_mean": float(np.mean(d_dice)),
-        "cup_dice_mean": float(np.mean(c_dice)),
-        "vcdr_mae": float(np.mean(err)),
-    }
+    probs = [np.mean([r[s].astype(np.float32) for s in scales], axis=0) for r in reads]
+    return threshold_scores(probs, truths, experts, 0.5, 0.5, True)
 
 
 def main() -> None:

@@ -47,33 +47,48 @@ from fundus_drishti import (  # noqa: E402
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
+def threshold_scores(
+    probs: list[np.ndarray],
+    truths: list[tuple[np.ndarray, np.ndarray]],
+    refs: list[float],
+    td: float,
+    tc: float,
+    ellipse: bool,
+) -> dict[str, float]:
+    """Masks cut at disc ``td`` and cup ``tc`` and cleaned as predict cleans them: mean disc / cup
+    Dice and vCDR MAE against ``refs``. probs: (2, H, W) float per image (disc, cup); truths:
+    (disc, cup) bool masks; refs: reference vCDR per image (NaN: not counted)."""
+    d_dice, c_dice, err = [], [], []
+    for p, (d_t, c_t), ref in zip(probs, truths, refs, strict=True):
+        disc, cup = clean_disc_cup(p[0] > td, p[1] > tc, fit_ellipse=ellipse)
+        d_dice.append(binary_scores(disc, d_t)["dice"])
+        c_dice.append(binary_scores(cup, c_t)["dice"])
+        v = vertical_cdr(disc, cup)
+        if np.isfinite(v) and np.isfinite(ref):
+            err.append(abs(v - ref))
+    return {
+        "disc_dice_mean": float(np.mean(d_dice)),
+        "cup_dice_mean": float(np.mean(c_dice)),
+        "vcdr_mae": float(np.mean(err)),
+    }
+
+
 def sweep(
     probs: list[np.ndarray],
     truths: list[tuple[np.ndarray, np.ndarray]],
     experts: list[float],
     ellipse: bool,
 ) -> dict[str, dict[str, float]]:
-    """Mean disc / cup Dice and vCDR MAE for each (disc, cup) threshold pair of ``GRID``.
-    probs: (2, H, W) float per image (disc, cup); truths: (disc, cup) bool masks."""
-    out: dict[str, dict[str, float]] = {}
-    for td in GRID:
-        for tc in GRID:
-            d_dice, c_dice, err = [], [], []
-            for p, (d_t, c_t), e in zip(probs, truths, experts, strict=True):
-                disc, cup = clean_disc_cup(p[0] > td, p[1] > tc, fit_ellipse=ellipse)
-                d_dice.append(binary_scores(disc, d_t)["dice"])
-                c_dice.append(binary_scores(cup, c_t)["dice"])
-                v = vertical_cdr(disc, cup)
-                if np.isfinite(v) and np.isfinite(e):
-                    err.append(abs(v - e))
-            out[f"disc{td:.1f}_cup{tc:.1f}"] = {
-                "disc": td,
-                "cup": tc,
-                "disc_dice_mean": float(np.mean(d_dice)),
-                "cup_dice_mean": float(np.mean(c_dice)),
-                "vcdr_mae": float(np.mean(err)),
-            }
-    return out
+    """``threshold_scores`` for each (disc, cup) threshold pair of ``GRID``."""
+    return {
+        f"disc{td:.1f}_cup{tc:.1f}": {
+            "disc": td,
+            "cup": tc,
+            **threshold_scores(probs, truths, experts, td, tc, ellipse),
+        }
+        for td in GRID
+        for tc in GRID
+    }
 
 
 def main() -> None:

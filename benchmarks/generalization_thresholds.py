@@ -26,46 +26,36 @@ from biounet.data.folder import read_splits  # noqa: E402
 from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.evaluate import expert_cdr  # noqa: E402
 from biounet.fundus.cdr import vertical_cdr  # noqa: E402
-from biounet.fundus.postprocess import clean_disc_cup  # noqa: E402
-from biounet.metrics import binary_scores  # noqa: E402
 from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
+from drishti_thresholds import threshold_scores  # noqa: E402
 
 GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 NAME = "fundus_generalization_weights"
 
 
-def held_out_probs(pred: Any, view: Path, experts: dict[str, float]) -> list[tuple]:
-    """(disc and cup probabilities (2, H, W), disc mask, cup mask, reference vCDR) per held-out
-    image of ``view`` (its "test" split)."""
-    lab, out = pred.labels, []
+def held_out_probs(pred: Any, view: Path, experts: dict[str, float]) -> tuple[list, list, list]:
+    """Per held-out image of ``view`` (its "test" split): disc and cup probabilities (2, H, W),
+    (disc, cup) masks, reference vCDR (the experts' where given, else the masks')."""
+    lab, probs, truths, refs = pred.labels, [], [], []
     for stem in read_splits(view)["test"]:
         p = pred.predict(read_image(next((view / "images").glob(f"{stem}.*")))).prob
         d_t, c_t = (read_mask(view / "masks" / lb / f"{stem}.png") > 0 for lb in ("disc", "cup"))
-        ref = experts.get(stem, vertical_cdr(d_t, c_t))
-        out.append((np.stack([p[lab.index("disc")], p[lab.index("cup")]]), d_t, c_t, ref))
-    return out
+        probs.append(np.stack([p[lab.index("disc")], p[lab.index("cup")]]))
+        truths.append((d_t, c_t))
+        refs.append(experts.get(stem, vertical_cdr(d_t, c_t)))
+    return probs, truths, refs
 
 
-def sweep(items: list[tuple], grid: tuple[float, ...] = GRID) -> dict[str, dict[str, float]]:
-    """Mean disc / cup Dice and vCDR MAE with the cup cut at each threshold of ``grid``."""
-    table = {}
-    for tc in grid:
-        dd, cd, err = [], [], []
-        for p, d_t, c_t, ref in items:
-            disc, cup = clean_disc_cup(p[0] > 0.5, p[1] > tc, fit_ellipse=True)
-            dd.append(binary_scores(disc, d_t)["dice"])
-            cd.append(binary_scores(cup, c_t)["dice"])
-            v = vertical_cdr(disc, cup)
-            if np.isfinite(v) and np.isfinite(ref):
-                err.append(abs(v - ref))
-        table[f"{tc:g}"] = {
-            "cup_threshold": tc,
-            "disc_dice_mean": float(np.mean(dd)),
-            "cup_dice_mean": float(np.mean(cd)),
-            "vcdr_mae": float(np.mean(err)),
-        }
-    return table
+def sweep(
+    probs: list, truths: list, refs: list, grid: tuple[float, ...] = GRID
+) -> dict[str, dict[str, float]]:
+    """Mean disc / cup Dice and vCDR MAE with the cup cut at each threshold of ``grid`` (disc
+    at 0.5, ellipses fitted, as the benchmark scores)."""
+    return {
+        f"{tc:g}": {"cup_threshold": tc, **threshold_scores(probs, truths, refs, 0.5, tc, True)}
+        for tc in grid
+    }
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
@@ -93,7 +83,7 @@ def main() -> None:
     tables = {}
     for name in ("refuge", "drishti"):
         view = require(args.work / f"weights_view_{name}")
-        tables[name] = sweep(held_out_probs(pred, view, experts if name == "drishti" else {}))
+        tables[name] = sweep(*held_out_probs(pred, view, experts if name == "drishti" else {}))
     result = {
         "tables": tables,
         "note": "The cup cut at each threshold (disc at 0.5) on the held-out fifth of each "

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine, md_header  # noqa: E402
 from speed import run_worker  # noqa: E402
 
 # (widths, base width, size, batch, task, timed repetitions)
@@ -58,11 +58,9 @@ def ratio(rows: list[dict], row: dict, impl: str, setting: str) -> float | None:
 
 
 def markdown(data: dict[str, Any]) -> str:
+    title = "Keeping freed memory (`--reuse-memory`): speed and peak RSS"
     out = [
-        "# Keeping freed memory (`--reuse-memory`): speed and peak RSS",
-        "",
-        f"Machine: {data['machine']}. Commit: `{data['commit']}`. "
-        "Command: `python benchmarks/speed_memory.py`.",
+        *md_header(title, data, "speed_memory.py"),
         "",
         "Each row in its own process, in turn within one run. 'on': glibc serves every block from "
         "its heap and keeps freed memory (`biounet.memory`; biounet's default for CPU work "

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
+from common import RESULTS, SHARED_DATA, git_commit, machine, md_header, require  # noqa: E402
 
 ARMS: dict[str, dict[str, Any]] = {
     "fp32 reference": {"precision": "fp32", "channels_last": False, "adam_impl": "loop"},
@@ -351,12 +351,8 @@ def compile_infer_part(batches: tuple[int, ...] = (1, 4)) -> list[dict[str, Any]
 
 
 def markdown(data: dict[str, Any]) -> str:
-    out = [
-        "# Speed options: accuracy kept? where does augmentation run?",
-        "",
-        f"Machine: {data['machine']}. Commit: `{data['commit']}`. "
-        "Command: `python benchmarks/speed_options.py`.",
-    ]
+    title = "Speed options: accuracy kept? where does augmentation run?"
+    out = md_header(title, data, "speed_options.py")
     if "accuracy" in data:
         acc = data["accuracy"]
         out += [

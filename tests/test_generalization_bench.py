@@ -166,7 +166,7 @@ def test_cup_threshold_sweep_cuts_only_the_cup() -> None:
     r2 = (yy - 19.5) ** 2 + (xx - 19.5) ** 2
     disc, cup = r2 < 10**2, r2 < 5**2  # circles: the ellipse fit keeps them
     p = np.stack([disc * 0.9, cup * 0.55]).astype(np.float32)  # the cup's probability: 0.55
-    table = gt.sweep([(p, disc, cup, 0.5)], grid=(0.5, 0.6))
+    table = gt.sweep([p], [(disc, cup)], [0.5], grid=(0.5, 0.6))
     assert table["0.5"]["disc_dice_mean"] == table["0.6"]["disc_dice_mean"] > 0.95
     assert table["0.5"]["cup_dice_mean"] > 0.95  # 0.55 > 0.5: the cup is kept
     assert table["0.6"]["cup_dice_mean"] == 0.0  # 0.55 < 0.6: no cup left

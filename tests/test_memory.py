@@ -29,7 +29,7 @@ def test_when_freed_memory_is_kept(
 
 
 def test_unknown_setting_is_refused() -> None:
-    with pytest.raises(ValueError, match="reuse_memory"):
+    with pytest.raises(BiounetError, match="reuse_memory must be 'auto', 'on' or 'off'"):
         wants_reuse("yes", "cpu")
     with pytest.raises(BiounetError, match="reuse_memory must be 'auto', 'on' or 'off'"):
         TrainConfig(reuse_memory="always")
@@ -49,3 +49,10 @@ def test_train_flag_reaches_the_config(tmp_path) -> None:
         ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--reuse-memory", "off"]
     )
     assert build_run_config(a).train.reuse_memory == "off"
+
+
+def test_predictor_refuses_an_unknown_setting_before_reading_the_checkpoint(tmp_path) -> None:
+    from biounet.predictor import PredictOptions, make_predictor
+
+    with pytest.raises(BiounetError, match="reuse_memory must be"):  # not "not found"
+        make_predictor(tmp_path / "missing.pt", PredictOptions(reuse_memory="always"))

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from biounet.errors import BiounetError
-from biounet.memory import REUSE_MEMORY
+from biounet.memory import check_reuse_memory
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,7 @@ class TrainConfig:
     reuse_memory: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.reuse_memory not in REUSE_MEMORY:
-            raise BiounetError(
-                f"reuse_memory must be 'auto', 'on' or 'off', got {self.reuse_memory!r}"
-            )
+        check_reuse_memory(self.reuse_memory)
         ck = self.activation_checkpointing
         if isinstance(ck, bool):  # configs and checkpoints written before the scopes existed
             object.__setattr__(self, "activation_checkpointing", "all" if ck else "off")

@@ -21,19 +21,27 @@ import ctypes
 import logging
 import platform
 
+from biounet.errors import BiounetError
+
 log = logging.getLogger(__name__)
 
 REUSE_MEMORY = ("auto", "on", "off")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _TRIM_BYTES = 1 << 30  # give back only a free gigabyte at the top of the heap
-_applied = False
+_applied: bool | None = None  # None: not tried yet
+
+
+def check_reuse_memory(setting: str) -> str:
+    """``setting`` when it is one of ``REUSE_MEMORY``, else BiounetError (config, flags, API)."""
+    if setting not in REUSE_MEMORY:
+        raise BiounetError(f"reuse_memory must be 'auto', 'on' or 'off', got {setting!r}")
+    return setting
 
 
 def wants_reuse(setting: str, device_type: str, checkpointing: str = "off") -> bool:
     """Whether ``setting`` ("auto", "on", "off") keeps freed memory for work on ``device_type``
     ("cpu", "cuda"; CUDA memory has its own caching allocator, host memory is left alone)."""
-    if setting not in REUSE_MEMORY:
-        raise ValueError(f"reuse_memory must be 'auto', 'on' or 'off', got {setting!r}")
+    check_reuse_memory(setting)
     if device_type != "cpu" or setting == "off":
         return False
     return setting == "on" or checkpointing == "off"
@@ -41,10 +49,15 @@ def wants_reuse(setting: str, device_type: str, checkpointing: str = "off") -> b
 
 def keep_freed_memory() -> bool:
     """glibc: every allocation from the heap (no mmap) and no trimming of the heap. True when in
-    effect (now or from an earlier call), False where the C library is not glibc."""
+    effect, False where the C library is not glibc; tried once per process (``libc_ver`` reads
+    the interpreter's binary), the answer kept."""
     global _applied
-    if _applied:
-        return True
+    if _applied is None:
+        _applied = _set_mallopt()
+    return _applied
+
+
+def _set_mallopt() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -54,7 +67,6 @@ def keep_freed_memory() -> bool:
         return False
     if ok:
         log.debug("malloc: freed memory kept for reuse (no mmap, heap trimmed above 1 GiB)")
-    _applied = ok
     return ok
 
 

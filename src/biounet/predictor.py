@@ -16,7 +16,7 @@ from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any
 from biounet.errors import BiounetError
 from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
-from biounet.memory import REUSE_MEMORY, reuse_memory
+from biounet.memory import check_reuse_memory, reuse_memory
 
 BACKENDS = ("torch", "ort")
 log = logging.getLogger(__name__)
@@ -206,8 +206,7 @@ def make_predictor(
         raise BiounetError(
             "--compile compiles the torch fast path: not with --backend ort or --no-fast"
         )
-    if o.reuse_memory not in REUSE_MEMORY:
-        raise BiounetError(f"reuse_memory must be one of {REUSE_MEMORY}, got {o.reuse_memory!r}")
+    check_reuse_memory(o.reuse_memory)  # before the checkpoint is read
     ck = load_any(path)
     reuse_memory(o.reuse_memory, pick_device().type if o.backend == "torch" else "cpu")
     if isinstance(ck, PipelineCheckpoint):
