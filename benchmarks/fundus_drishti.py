@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import statistics
 import sys
@@ -210,6 +211,13 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "grey": True,
     },
 }
+# the adopted recipe ("grey") trained on the fold's photographs together with another fundus
+# dataset's training split (--extra-data, default REFUGE's 400 Canon photographs), one sampling
+# weight each, with camera augmentation, at the draws of fundus_generalization.py's two-dataset
+# run: its recipe both_all_polar_grey (EXTRA_DRAWS; with --fresh-base cv_ablation_grey)
+ABLATIONS["with_refuge"] = {**ABLATIONS["grey"], "camera_augment": True, "extra_data": True}
+# (locator, crop model) images drawn in training when another dataset joins (``with_extra_data``)
+EXTRA_DRAWS = (4800, 24000)
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
 # epochs on polar crops with the area-weighted loss, both stages on the luminance with gamma
 # augmentation, no image held out. Its fold pipelines are those of --stage ablate --ablate grey
@@ -237,6 +245,27 @@ def fresh_dir(work: Path, name: str, k: int, kind: str = "run") -> Path:
     return work / f"ablate_fresh_{name}_{kind}_{k}"
 
 
+def with_extra_data(fc: FundusConfig, extra: Path, spec: Path) -> FundusConfig:
+    """``fc`` trained on its own training split and ``extra``'s together: a dataset list (written
+    to ``spec``) with one sampling weight each, the epochs set so that the stages draw
+    ``EXTRA_DRAWS`` images whatever the two sizes."""
+    own = Path(fc.data_root)
+    spec.write_text(
+        "datasets:\n" + "".join(f"  - root: {r.resolve()}\n    weight: 1\n" for r in (own, extra))
+    )
+    n = len(read_splits(own)["train"]) + len(read_splits(extra)["train"])
+    loc, roi = (math.ceil(d / n) for d in EXTRA_DRAWS)
+    return dataclasses.replace(fc, data_root=str(spec), locator_epochs=loc, roi_epochs=roi)
+
+
+def ablation_config(view: Path, args: argparse.Namespace, name: str, spec: Path) -> FundusConfig:
+    """The pipeline settings of ablation ``name`` on the fold ``view``."""
+    setting = dict(ABLATIONS[name])
+    extra = setting.pop("extra_data", False)
+    fc = dataclasses.replace(pipeline_config(view, args), **setting)
+    return with_extra_data(fc, require(args.extra_data), spec) if extra else fc
+
+
 def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
     """``ABLATIONS[args.ablate]`` against the cross-validation's pipeline on the folds it trained:
     each fold keeps its locator and retrains the ROI model alone with the setting changed; both are
@@ -258,7 +287,7 @@ def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
         if not (run / "fundus.pt").is_file():
             if not (run / "locator").exists():
                 shutil.copytree(base_ck.parent / "locator", run / "locator")
-            fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
+            fc = ablation_config(view, args, name, work / f"ablate_{name}_data_{k}.yaml")
             t0 = time.perf_counter()
             fit_fundus(fc, run, reuse_locator=True)
             times.append(time.perf_counter() - t0)
@@ -296,30 +325,39 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
     n_folds = prev["folds_evaluated"]
     train, folds = cv_folds(root, args)
     tta, post, ell, variant = chosen(args)
-    alt, times = [], []
+    alt, base, times = [], [], []
     for k, held in enumerate(folds[:n_folds]):
         view = fold_view(root, work, train, held, k)
         run = fresh_dir(work, name, k)
+        fc = ablation_config(view, args, name, work / f"ablate_fresh_{name}_data_{k}.yaml")
         if not (run / "fundus.pt").is_file():
-            fc = dataclasses.replace(pipeline_config(view, args), **ABLATIONS[name])
             t0 = time.perf_counter()
             fit_fundus(fc, run)
             times.append(time.perf_counter() - t0)
         alt.append(
             scored(run / "fundus.pt", view, fresh_dir(work, name, k, "eval"), (tta, post, ell))
         )
+        base_ck = fresh_dir(work, base_key, k) / "fundus.pt"
+        if args.rescore_base and base_ck.is_file():
+            out = fresh_dir(work, base_key, k, "rescored")
+            base.append(scored(base_ck, view, out, (tta, post, ell)))
         logging.info("fold %d done", k)
+    rescored = len(base) == len(alt)
     record_ablation(
         name,
-        {"roi_epochs": args.roi_epochs, **ABLATIONS[name]},  # what fit_fundus was given
+        {f: getattr(fc, f) for f in ("locator_epochs", "roi_epochs")} | ABLATIONS[name],
         variant,
-        prev[base_key],
+        pooled(base) if rescored else prev[base_key],
         alt,
         {
             "pipeline_train_seconds_this_run": times,
             "note": f"whole pipelines (locator and ROI model) trained afresh on the first {n_folds} "
             f"folds with the setting changed; base = '{base_key}' of {args.fresh_base} on the same "
-            "folds (an earlier run, its own locators)",
+            + (
+                "folds, its fold pipelines scored again by this run's code"
+                if rescored
+                else "folds (an earlier run, its own locators)"
+            ),
         },
     )
 
@@ -695,6 +733,18 @@ def main() -> None:
         action="store_true",
         help="with --stage final: score WORK/final_run/fundus.pt again (after an inference "
         "change) instead of training it; the recorded training time is kept",
+    )
+    ap.add_argument(
+        "--rescore-base",
+        action="store_true",
+        help="with --fresh-base: score the base's fold pipelines (still in --work) again with "
+        "this run's code instead of taking its recorded numbers",
+    )
+    ap.add_argument(
+        "--extra-data",
+        type=Path,
+        default=SHARED_DATA / "refuge_canon512",
+        help="the other fundus dataset of ablation with_refuge (its training split)",
     )
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drishti_gs1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_fundus"))

@@ -49,6 +49,9 @@ from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E
 from generalization_report import write_markdown, write_selection_markdown  # noqa: E402
 
 LABELS = ("disc", "cup")
+# images drawn in training by a run of draws x 1 (Run.locator_draws_x, Run.roi_draws_x): locator,
+# crop model (--locator-draws, --roi-draws)
+DRAWS = (1600, 4800)
 
 
 class Run(NamedTuple):
@@ -352,8 +355,8 @@ def main() -> None:
     ap.add_argument(
         "--runs", default=",".join(RUNS), help=f"subset of {','.join(RUNS)} (default: all)"
     )
-    ap.add_argument("--locator-draws", type=int, default=1600, help="images sampled, locator")
-    ap.add_argument("--roi-draws", type=int, default=4800, help="crops sampled, ROI model")
+    ap.add_argument("--locator-draws", type=int, default=DRAWS[0], help="images sampled, locator")
+    ap.add_argument("--roi-draws", type=int, default=DRAWS[1], help="crops sampled, ROI model")
     ap.add_argument("--crop-images", type=int, default=100, help="REFUGE test images for crops")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny budgets and subsets: a smoke test")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from biounet.data.sources import read_spec
 from biounet.fundus.pipeline import FundusConfig
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -21,14 +23,47 @@ finally:
     sys.path.remove(str(BENCH))
 
 
+def _dataset(root: Path, n_train: int) -> Path:
+    root.mkdir()
+    train = [f"t{i}" for i in range(n_train)]
+    (root / "splits.json").write_text(json.dumps({"train": train, "test": ["x"]}))
+    return root
+
+
 @pytest.mark.parametrize("name", sorted(fd.ABLATIONS))
-def test_each_ablation_changes_fundus_config_fields(name: str) -> None:
+def test_each_ablation_changes_fundus_config_fields(name: str, tmp_path: Path) -> None:
+    """Every key is a FundusConfig field (or extra_data, which ablation_config turns into a
+    dataset list) and lands in the config ablation_config builds."""
     fields = {f.name for f in dataclasses.fields(FundusConfig)}
-    assert set(fd.ABLATIONS[name]) <= fields
-    base = fd.pipeline_config(Path("data"), fd.ADOPTED)
-    changed = dataclasses.replace(base, **fd.ABLATIONS[name])
-    for key, value in fd.ABLATIONS[name].items():
-        assert getattr(changed, key) == value
+    setting = dict(fd.ABLATIONS[name])
+    extra = setting.pop("extra_data", False)
+    assert set(setting) <= fields
+    view = _dataset(tmp_path / "view", 40)
+    args = argparse.Namespace(**vars(fd.ADOPTED), extra_data=_dataset(tmp_path / "other", 400))
+    changed = fd.ablation_config(view, args, name, tmp_path / "data.yaml")
+    for key, value in setting.items():
+        if not (extra and key in ("locator_epochs", "roi_epochs")):
+            assert getattr(changed, key) == value, key
+    assert (changed.data_root == str(tmp_path / "data.yaml")) == bool(extra)
+
+
+def test_extra_data_trains_on_both_datasets_at_the_two_dataset_runs_draws(tmp_path) -> None:
+    """with_refuge: the fold's images and the other dataset's training split, one weight each,
+    epochs for EXTRA_DRAWS draws, and otherwise the recipe of fundus_generalization.py's adopted
+    two-dataset run (so that the cross-validation judges the model that run trained)."""
+    view = _dataset(tmp_path / "view", 40)
+    other = _dataset(tmp_path / "other", 400)
+    args = argparse.Namespace(**vars(fd.ADOPTED), extra_data=other)
+    fc = fd.ablation_config(view, args, "with_refuge", tmp_path / "data.yaml")
+    sources = read_spec(fc.data_root)
+    assert [(Path(s.root), s.weight) for s in sources] == [(view, 1.0), (other, 1.0)]
+    assert (fc.locator_epochs, fc.roi_epochs) == (11, 55)  # ceil(4800 / 440), ceil(24000 / 440)
+    run = fg.RUNS[fg.ADOPTED]
+    assert (fg.DRAWS[0] * run.locator_draws_x, fg.DRAWS[1] * run.roi_draws_x) == fd.EXTRA_DRAWS
+    assert (fc.camera_augment, fc.polar, fc.polar_area_loss, fc.grey, fc.colour_augment) == (
+        run.camera_augment, run.polar, run.area_loss, run.grey, run.colour_augment
+    )  # fmt: skip
+    assert fc.val_fraction == run.val_fraction and set(run.sources) == {"drishti", "refuge"}
 
 
 def test_adopted_recipe_is_its_ablation() -> None:
