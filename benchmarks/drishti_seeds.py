@@ -30,12 +30,12 @@ from fundus_drishti import (  # noqa: E402
     ADOPTED,
     ADOPTED_ABLATION,
     LABELS,
+    adopted_config,
     brief,
     chosen,
     cv_folds,
     fold_view,
     fresh_dir,
-    pipeline_config,
     pooled,
     record_ablation,
     scored,
@@ -48,7 +48,8 @@ def train_seed(view: Path, out: Path, seed: int) -> tuple[Path, float]:
     if (out / "fundus.pt").is_file():
         return out / "fundus.pt", 0.0
     t0 = time.perf_counter()
-    ck = fit_fundus(dataclasses.replace(pipeline_config(view, ADOPTED), seed=seed), out)
+    fc = adopted_config(view, out.with_suffix(".yaml"))
+    ck = fit_fundus(dataclasses.replace(fc, seed=seed), out)
     return ck, time.perf_counter() - t0
 
 

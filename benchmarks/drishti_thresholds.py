@@ -36,12 +36,11 @@ from biounet.metrics import binary_scores  # noqa: E402
 from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import SHARED_DATA, require, update_results  # noqa: E402
 from fundus_drishti import (  # noqa: E402
-    ADOPTED,
     ADOPTED_ABLATION,
+    adopted_config,
     cv_folds,
     fold_view,
     fresh_dir,
-    pipeline_config,
 )
 
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -114,7 +113,7 @@ def main() -> None:
         ck = fresh_dir(args.work, ADOPTED_ABLATION, k) / "fundus.pt"
         view = fold_view(root, args.work, train, held, k)
         if not ck.is_file() and args.train_missing:
-            ck = fit_fundus(pipeline_config(view, ADOPTED), ck.parent)
+            ck = fit_fundus(adopted_config(view, ck.parent.with_suffix(".yaml")), ck.parent)
         if not ck.is_file():
             break
         # predict's own inference path (batch norm folded, bf16 weights), as evaluate scores it

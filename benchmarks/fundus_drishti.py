@@ -266,6 +266,16 @@ def ablation_config(view: Path, args: argparse.Namespace, name: str, spec: Path)
     return with_extra_data(fc, require(args.extra_data), spec) if extra else fc
 
 
+def adopted_config(
+    view: Path, spec: Path, extra_data: Path = SHARED_DATA / "refuge_canon512"
+) -> FundusConfig:
+    """The adopted recipe on ``view``: ADOPTED_ABLATION's settings over ADOPTED, as the fold
+    pipelines it was chosen with trained (``spec``: where a dataset list is written, if the
+    recipe adds ``extra_data``)."""
+    args = argparse.Namespace(**vars(ADOPTED), extra_data=extra_data)
+    return ablation_config(view, args, ADOPTED_ABLATION, spec)
+
+
 def stage_ablate(root: Path, work: Path, args: argparse.Namespace) -> None:
     """``ABLATIONS[args.ablate]`` against the cross-validation's pipeline on the folds it trained:
     each fold keeps its locator and retrains the ROI model alone with the setting changed; both are
@@ -424,7 +434,7 @@ def stage_final(root: Path, work: Path, args: argparse.Namespace) -> None:
         root, work / "final_view", {"train": splits["train"], "test": splits["test"]}, LABELS
     )
     # the recipe cross-validation adopted, whatever the training flags (those are cv's and ablate's)
-    fc = pipeline_config(view, ADOPTED)
+    fc = adopted_config(view, work / "final_data.yaml", args.extra_data)
     ck = work / "final_run" / "fundus.pt"
     reuse = args.reuse_final and ck.is_file()
     if reuse:  # an inference change: the trained pipeline scored again, its train time kept

@@ -81,12 +81,18 @@ def test_adopted_two_dataset_run_uses_the_drishti_recipe_crop_kind() -> None:
     assert run.polar == fd.ADOPTED.polar and run.val_fraction == fd.ADOPTED.val_fraction
 
 
-def _final_args(reuse_final: bool) -> argparse.Namespace:
+def _final_args(reuse_final: bool, extra_data: Path) -> argparse.Namespace:
     """--stage final's arguments with the cv/ablate defaults (120 epochs, 20 % held out, Cartesian)."""
     return argparse.Namespace(
         roi_epochs=120, val_fraction=0.2, polar=False, locator_epochs=40, roi_size=256,
-        roi_preset="small", seed=0, reuse_final=reuse_final,
+        roi_preset="small", seed=0, reuse_final=reuse_final, extra_data=extra_data,
     )  # fmt: skip
+
+
+def _fake_view(root, out, splits, labels, **kw) -> Path:
+    out.mkdir(exist_ok=True)
+    (out / "splits.json").write_text(json.dumps(splits))
+    return out
 
 
 def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, tmp_path) -> None:
@@ -99,12 +105,14 @@ def test_final_stage_trains_the_adopted_recipe_whatever_the_flags(monkeypatch, t
         raise RuntimeError("stop after the config")
 
     monkeypatch.setattr(fd, "read_splits", lambda root: {"train": ["a"], "test": ["b"]})
-    monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
+    monkeypatch.setattr(fd, "make_view", _fake_view)
     monkeypatch.setattr(fd, "fit_fundus", stop)
-    args = _final_args(reuse_final=False)
+    args = _final_args(reuse_final=False, extra_data=_dataset(tmp_path / "other", 3))
     with pytest.raises(RuntimeError, match="stop after the config"):
         fd.stage_final(tmp_path, tmp_path, args)
-    assert seen[0] == fd.pipeline_config(tmp_path / "final_view", fd.ADOPTED)
+    view = tmp_path / "final_view"
+    assert seen[0] == fd.adopted_config(view, tmp_path / "final_data.yaml", args.extra_data)
+    assert seen[0].roi_epochs != 120 and seen[0].polar  # not the flags' recipe
 
 
 def test_reuse_final_scores_the_trained_pipeline_without_training(monkeypatch, tmp_path) -> None:
@@ -120,10 +128,10 @@ def test_reuse_final_scores_the_trained_pipeline_without_training(monkeypatch, t
         raise RuntimeError("stop after the first evaluation")
 
     monkeypatch.setattr(fd, "read_splits", lambda root: {"train": ["a"], "test": ["b"]})
-    monkeypatch.setattr(fd, "make_view", lambda root, out, splits, labels, **kw: out)
+    monkeypatch.setattr(fd, "make_view", _fake_view)
     monkeypatch.setattr(fd, "fit_fundus", no_training)
     monkeypatch.setattr(fd, "evaluate_checkpoint", stop)
-    args = _final_args(reuse_final=True)
+    args = _final_args(reuse_final=True, extra_data=_dataset(tmp_path / "other", 3))
     with pytest.raises(RuntimeError, match="stop after the first evaluation"):
         fd.stage_final(tmp_path, tmp_path, args)
     assert scored == [tmp_path / "final_run" / "fundus.pt"]
