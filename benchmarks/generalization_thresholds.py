@@ -29,6 +29,7 @@ from biounet.fundus.cdr import vertical_cdr  # noqa: E402
 from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
 from common import RESULTS, SHARED_DATA, require, update_results  # noqa: E402
 from drishti_thresholds import threshold_scores  # noqa: E402
+from generalization_weights import write_markdown  # noqa: E402
 
 GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 NAME = "fundus_generalization_weights"
@@ -58,18 +59,6 @@ def sweep(
     }
 
 
-def markdown(result: dict[str, Any]) -> list[str]:
-    lines = ["", "## Cup threshold on the held-out training images (model weights_equal)", ""]
-    lines += [result["note"], "", "| cup threshold | " + " | ".join(
-        f"{n} cup Dice | {n} vCDR MAE" for n in result["tables"]) + " |"]  # fmt: skip
-    lines.append("|---" * (1 + 2 * len(result["tables"])) + "|")
-    for key in next(iter(result["tables"].values())):
-        cells = [f"{result['tables'][n][key]['cup_dice_mean']:.4f} | "
-                 f"{result['tables'][n][key]['vcdr_mae']:.4f}" for n in result["tables"]]  # fmt: skip
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
@@ -92,9 +81,7 @@ def main() -> None:
         "error and raises Drishti-GS1's, and lowers both cup Dice.",
     }
     data = update_results(NAME, "cup_threshold_sweep", result)
-    md = RESULTS / f"{NAME}.md"
-    text = md.read_text().split("\n## Cup threshold")[0].rstrip("\n") if md.is_file() else ""
-    md.write_text(text + "\n" + "\n".join(markdown(data["cup_threshold_sweep"])) + "\n")
+    write_markdown(data, RESULTS / f"{NAME}.md")  # the weights' page, this table at its end
     for name, t in tables.items():
         for k, r in t.items():
             print(f"{name} cup {k}: cup {r['cup_dice_mean']:.4f} vCDR {r['vcdr_mae']:.4f}")

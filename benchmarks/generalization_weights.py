@@ -65,7 +65,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     lines = [
         "# Two-dataset sampling weights, chosen on held-out training images",
         "",
-        f"commit `{result['commit']}`, {result['machine']}, wall time {result['wall_time_s']:.0f} s",
+        # the arms' commit: generalization_thresholds.py's later update moves "commit" to its own
+        f"commit `{result.get('commits', {}).get('arms', result['commit'])}`, {result['machine']}, "
+        f"wall time {result['wall_time_s']:.0f} s",
         "",
         result["design"],
         "",
@@ -82,7 +84,21 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"{dr['cup']['dice_mean']:.3f} | {dr['vcdr_mae']:.4f} | {r['train_s']:.0f} |"
         )
     lines += ["", f"Chosen: **{result['chosen']}** ({result['rule']})"]
+    if "cup_threshold_sweep" in result:  # added by generalization_thresholds.py
+        lines += threshold_markdown(result["cup_threshold_sweep"])
     path.write_text("\n".join(lines) + "\n")
+
+
+def threshold_markdown(result: dict[str, Any]) -> list[str]:
+    lines = ["", "## Cup threshold on the held-out training images (model weights_equal)", ""]
+    lines += [result["note"], "", "| cup threshold | " + " | ".join(
+        f"{n} cup Dice | {n} vCDR MAE" for n in result["tables"]) + " |"]  # fmt: skip
+    lines.append("|---" * (1 + 2 * len(result["tables"])) + "|")
+    for key in next(iter(result["tables"].values())):
+        cells = [f"{result['tables'][n][key]['cup_dice_mean']:.4f} | "
+                 f"{result['tables'][n][key]['vcdr_mae']:.4f}" for n in result["tables"]]  # fmt: skip
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
