@@ -355,7 +355,7 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
     rescored = len(base) == len(alt)
     record_ablation(
         name,
-        {f: getattr(fc, f) for f in ("locator_epochs", "roi_epochs")} | ABLATIONS[name],
+        ABLATIONS[name] | {f: getattr(fc, f) for f in ("locator_epochs", "roi_epochs")},
         variant,
         pooled(base) if rescored else prev[base_key],
         alt,
