@@ -216,6 +216,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # weight each, with camera augmentation, at the draws of fundus_generalization.py's two-dataset
 # run: its recipe both_all_polar_grey (EXTRA_DRAWS; with --fresh-base cv_ablation_grey)
 ABLATIONS["with_refuge"] = {**ABLATIONS["grey"], "camera_augment": True, "extra_data": True}
+# the adopted recipe trained in float32 instead of bf16 autocast (the speed issue's accuracy check:
+# does bf16 training change the cross-validated Dice? with --fresh-base cv_ablation_grey)
+ABLATIONS["fp32"] = {**ABLATIONS["grey"], "precision": "fp32"}
 # (locator, crop model) images drawn in training when another dataset joins (``with_extra_data``)
 EXTRA_DRAWS = (4800, 24000)
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
@@ -336,6 +339,7 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
     train, folds = cv_folds(root, args)
     tta, post, ell, variant = chosen(args)
     alt, base, times = [], [], []
+    n_folds = min(n_folds, args.run_folds or n_folds)
     for k, held in enumerate(folds[:n_folds]):
         view = fold_view(root, work, train, held, k)
         run = fresh_dir(work, name, k)
