@@ -335,11 +335,10 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
     base_key = args.fresh_base.removeprefix("cv_ablation_")
     if not prev or base_key not in prev:
         raise SystemExit(f"--fresh-base {args.fresh_base}: no such ablation in fundus_drishti.json")
-    n_folds = prev["folds_evaluated"]
+    n_folds = min(prev["folds_evaluated"], args.run_folds or prev["folds_evaluated"])
     train, folds = cv_folds(root, args)
     tta, post, ell, variant = chosen(args)
     alt, base, times = [], [], []
-    n_folds = min(n_folds, args.run_folds or n_folds)
     for k, held in enumerate(folds[:n_folds]):
         view = fold_view(root, work, train, held, k)
         run = fresh_dir(work, name, k)
@@ -347,7 +346,10 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
         if not (run / "fundus.pt").is_file():
             t0 = time.perf_counter()
             fit_fundus(fc, run)
-            times.append(time.perf_counter() - t0)
+            (run / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+        # kept beside the run, so a rerun that reuses it still records how long it trained
+        seconds = run / "train_seconds.txt"
+        times.append(float(seconds.read_text()) if seconds.is_file() else None)
         alt.append(
             scored(run / "fundus.pt", view, fresh_dir(work, name, k, "eval"), (tta, post, ell))
         )
@@ -364,7 +366,11 @@ def stage_ablate_fresh(root: Path, work: Path, args: argparse.Namespace) -> None
         pooled(base) if rescored else prev[base_key],
         alt,
         {
-            "pipeline_train_seconds_this_run": times,
+            "pipeline_train_seconds": times,  # each fold pipeline's, when it trained
+            "per_fold": {
+                name: [pooled([a]) for a in alt],
+                **({"base": [pooled([b]) for b in base]} if rescored else {}),
+            },
             "note": f"whole pipelines (locator and ROI model) trained afresh on the first {n_folds} "
             f"folds with the setting changed; base = '{base_key}' of {args.fresh_base} on the same "
             + (
