@@ -154,3 +154,24 @@ def test_speed_memory_ratios_compare_within_one_configuration() -> None:
     assert speed_memory.ratio(rows, rows[2], "monai", "on") is None  # no such arm
     md = speed_memory.markdown({"machine": "m", "commit": "c", "rows": rows})
     assert "| small | 64 | 1 | train | biounet | on | 30.00 | 1.25 | 3.00 | 400 |" in md
+
+
+def test_fundus_precision_table_from_the_fundus_results(tmp_path: Path) -> None:
+    """speed_options' page shows bf16 minus fp32 of the fundus cross-validation (hand-computed
+    differences) where fundus_drishti.json has the ablation, and nothing where it does not."""
+    assert speed_options.fundus_precision_lines(tmp_path / "missing.json") == []
+    arm = {"disc_dice_mean": 0.97, "cup_dice_mean": 0.90, "vcdr_mae": 0.040}
+    fp32 = {"disc_dice_mean": 0.96, "cup_dice_mean": 0.92, "vcdr_mae": 0.035}
+    entry = {
+        "folds_evaluated": 2,
+        "images_evaluated": 20,
+        "base": arm,
+        "fp32": fp32,
+        "per_fold": {"base": [arm, arm], "fp32": [fp32, arm]},
+    }
+    path = tmp_path / "fundus_drishti.json"
+    path.write_text(json.dumps({"cv_ablation_fp32": entry}))
+    text = "\n".join(speed_options.fundus_precision_lines(path))
+    assert "| bf16 minus fp32 | +0.0100 | -0.0200 | +0.0050 |" in text
+    assert "disc +0.0100, cup -0.0200; disc +0.0000, cup +0.0000" in text
+    assert "same 2 folds (20 held-out" in text
