@@ -126,6 +126,16 @@ def git_commit() -> str:
         return os.environ.get("BIOUNET_COMMIT", "unknown")
 
 
+def write_json_md(path: Path, data: dict[str, Any], markdown: str) -> Path:
+    """``data`` to ``path`` (JSON) and ``markdown`` beside it (``.md``, the page made from it);
+    returns the page's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    page = path.with_suffix(".md")
+    page.write_text(markdown)
+    return page
+
+
 def update_results(name: str, key: str, value: Any, results: Path = RESULTS) -> dict[str, Any]:
     """Set ``key`` in <results>/<name>.json (default benchmarks/results; other keys kept), with
     commit and machine. ``commit`` is that of the latest update; ``commits`` holds each key's (keys

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, RESULTS, git_commit, machine  # noqa: E402
+from common import REPO, RESULTS, git_commit, machine, write_json_md  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "speed_worker.py"
 FUNDUS_VARIANTS = ("fast", "eager", "ort", "monai_swi")
@@ -268,16 +268,14 @@ def make_section(
 
 def write(results_dir: Path, device: str, section: dict[str, Any]) -> Path:
     """<results_dir>/speed.json keeps other devices' sections; the CPU summary is also top-level."""
-    results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / "speed.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[device] = section
     if device == "cpu":
         data.update(section["summary"], commit=section["commit"], machine=section["machine"])
-    path.write_text(json.dumps(data, indent=1))
     from speed_report import markdown
 
-    (results_dir / "speed.md").write_text(markdown(data))
+    write_json_md(path, data, markdown(data))
     return path
 
 

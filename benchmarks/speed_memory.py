@@ -12,14 +12,13 @@ a peer). Writes ``benchmarks/results/speed_memory.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, git_commit, machine, md_header  # noqa: E402
+from common import RESULTS, git_commit, machine, md_header, write_json_md  # noqa: E402
 from speed import run_worker  # noqa: E402
 
 # (widths, base width, size, batch, task, timed repetitions)
@@ -91,11 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     configs = [("small", 8, 64, 1, "train", 2)] if a.quick else CONFIGS
     data = {"commit": git_commit(), "machine": machine(), "rows": measure(configs, a.timeout)}
-    a.results_dir.mkdir(parents=True, exist_ok=True)
     path = a.results_dir / "speed_memory.json"
-    path.write_text(json.dumps(data, indent=1))
-    path.with_suffix(".md").write_text(markdown(data))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    print(f"wrote {path} and {write_json_md(path, data, markdown(data))}")
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS  # noqa: E402
+from common import RESULTS, write_json_md  # noqa: E402
 from speed import MEASURED_CKPT_SCOPES, ckpt_label, make_section  # noqa: E402
 from speed_report import markdown  # noqa: E402
 
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         data[(a.device or ["cuda"])[0]] = {**section, "notes": a.note}
     else:
         data = merge(a.src, a.into, a.device or ["cuda"])
-    a.into.write_text(json.dumps(data, indent=1))
-    a.into.with_suffix(".md").write_text(markdown(data))
-    print(f"wrote {a.into} and {a.into.with_suffix('.md')}")
+    print(f"wrote {a.into} and {write_json_md(a.into, data, markdown(data))}")
     return 0
 
 

@@ -45,7 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS, SHARED_DATA, git_commit, machine, md_header, require  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    SHARED_DATA,
+    git_commit,
+    machine,
+    md_header,
+    require,
+    write_json_md,
+)
 
 ARMS: dict[str, dict[str, Any]] = {
     "fp32 reference": {"precision": "fp32", "channels_last": False, "adam_impl": "loop"},
@@ -548,12 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         data["inference"] = inference_part(
             {k: runs[k] for k in ("fp32 reference", "all (default)")}
         )
-    if a.part != "report":  # "report": the markdown again from the results as they are
-        data.update(commit=git_commit(), machine=machine())
-        a.results_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
-    path.with_suffix(".md").write_text(markdown(data))
-    print(f"wrote {'' if a.part == 'report' else f'{path} and '}{path.with_suffix('.md')}")
+    if a.part == "report":  # the markdown again from the results as they are
+        path.with_suffix(".md").write_text(markdown(data))
+        print(f"wrote {path.with_suffix('.md')}")
+        return 0
+    data.update(commit=git_commit(), machine=machine())
+    print(f"wrote {path} and {write_json_md(path, data, markdown(data))}")
     return 0
 
 

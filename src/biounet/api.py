@@ -164,11 +164,11 @@ def load_model(
         raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
     path = Path(checkpoint)
     opts = PredictOptions(
-        precision,
-        threshold,
-        tta,
-        postprocess,
-        fit_ellipse,
+        precision=precision,
+        threshold=threshold,
+        tta=tta,
+        postprocess=postprocess,
+        fit_ellipse=fit_ellipse,
         tta_scales=tta_scales,
         compile=compile,
         reuse_memory=reuse_memory,
@@ -260,6 +260,12 @@ def evaluate(
         Path(data),
         split,
         Path(out_dir),
-        PredictOptions(precision, threshold, tta, postprocess, tta_scales=tta_scales),
+        PredictOptions(
+            precision=precision,
+            threshold=threshold,
+            tta=tta,
+            postprocess=postprocess,
+            tta_scales=tta_scales,
+        ),
         uncertainty=uncertainty,
     )

@@ -157,7 +157,7 @@ def run_fold(
         Path(cfg.data.root),
         split,
         fdir / "eval",
-        PredictOptions(t.precision, t.threshold),
+        PredictOptions(precision=t.precision, threshold=t.threshold),
         invert_masks=cfg.data.invert_masks,
         stems=held,
     )

@@ -309,7 +309,7 @@ def write_run_report(run_dir: Path, cfg: RunConfig) -> Path | None:
         Path(cfg.data.root),
         "all",
         run_dir / "val",
-        PredictOptions(cfg.train.precision, cfg.train.threshold),
+        PredictOptions(precision=cfg.train.precision, threshold=cfg.train.threshold),
         stems=[s.stem for s in val],
         report=False,
     )
