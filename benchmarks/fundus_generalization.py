@@ -4,6 +4,8 @@ each on both official test sets. Writes benchmarks/results/fundus_generalization
 
     python benchmarks/fundus_generalization.py            # train what is missing, evaluate, report
     python benchmarks/fundus_generalization.py --quick    # a tiny budget, to check it runs
+    python benchmarks/fundus_generalization.py --site-thresholds --runs refuge_all_polar_grey
+        # no training: thresholds chosen on a few labelled training images of the other dataset
 
 Every run trains on the same number of sampled images (--locator-draws, --roi-draws), so the runs
 cost about the same whatever their dataset sizes. Runs already trained in --work are reused.
@@ -45,6 +47,7 @@ from biounet.fundus.screening import referral_stats  # noqa: E402
 from biounet.fundus.train_roi import SCALE_JITTER  # noqa: E402
 from biounet.metrics import binary_scores  # noqa: E402
 from biounet.predictor import PredictOptions  # noqa: E402
+from biounet.thresholds import choose_thresholds  # noqa: E402
 from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
 from generalization_report import write_markdown, write_selection_markdown  # noqa: E402
 
@@ -122,6 +125,9 @@ TTA, POST, ELLIPSE = True, True, True
 # and the ROI sizes averaged with TTA (chosen there too: benchmarks/drishti_scales.py); runs scored
 # before that read at scale 1 only (their rows say so)
 SCALES = TTA_SCALES
+# site thresholds (--site-thresholds): how many labelled training images (splits.json order) of
+# a dataset it never saw a model gets its thresholds chosen on
+SITE_SIZES = (10, 50)
 
 
 def train_run(
@@ -183,25 +189,34 @@ def n_training(root: Path, val_fraction: float) -> int:
     return n - (max(1, round(n * val_fraction)) if val_fraction > 0 else 0)
 
 
+def inference_options(cuts: tuple[tuple[str, float], ...] = ()) -> PredictOptions:
+    """How every run is scored (TTA, SCALES, post-processing, ellipses); ``cuts``: per-label
+    thresholds (site_thresholds)."""
+    return PredictOptions(
+        tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE, tta_scales=SCALES, label_thresholds=cuts
+    )
+
+
 def evaluate_run(
-    ck: Path, test: str, root: Path, work: Path, labels_csv: Path | None, split: str = "test"
+    ck: Path,
+    test: str,
+    root: Path,
+    work: Path,
+    labels_csv: Path | None,
+    split: str = "test",
+    cuts: tuple[tuple[str, float], ...] = (),
 ) -> dict:
+    """``ck`` scored on ``root``'s ``split`` (reusing an earlier evaluation in ``work``): the
+    row of the results' tables."""
     scales = "" if SCALES == (1.0,) else "_scales_" + "-".join(f"{s:g}" for s in SCALES)
+    at = "".join(f"_{lb}{t:g}" for lb, t in cuts)
     out = work / (
-        f"eval_{ck.parent.name}_on_{test}" + ("" if split == "test" else f"_{split}") + scales
+        f"eval_{ck.parent.name}_on_{test}" + ("" if split == "test" else f"_{split}") + scales + at
     )
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
     else:
-        summary = evaluate_checkpoint(
-            ck,
-            root,
-            split,
-            out,
-            PredictOptions(tta=TTA, postprocess=POST, fit_ellipse=ELLIPSE),
-            report=False,
-            tta_scales=SCALES,
-        )
+        summary = evaluate_checkpoint(ck, root, split, out, inference_options(cuts), report=False)
     rows = list(csv.DictReader((out / "per_image_measures.csv").open()))
     diagnosis = read_diagnosis(labels_csv)
     r: dict[str, Any] = {"n_images": summary["n_images"], "tta_scales": list(SCALES)}
@@ -296,7 +311,8 @@ def crops_only(args: argparse.Namespace, roots: dict[str, Path]) -> None:
 
 def merged_with_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
     """A run of some of the RUNS (``--runs``) keeps the other runs' results already in ``path``
-    (each run's commit is in ``run_commits``); the runs of this call replace theirs."""
+    (each run's commit is in ``run_commits``) and their site thresholds; the runs of this call
+    replace theirs."""
     if not path.is_file():
         return result | {"run_commits": {k: result["commit"] for k in result["train_time_s"]}}
     old = json.loads(path.read_text())
@@ -312,6 +328,10 @@ def merged_with_previous(result: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("both_chosen_by_validation", "crops_model", "crops_refuge_test"):
         if merged.get(key) is None:
             merged[key] = old.get(key)
+    # site thresholds of the runs not trained again (a retrained run's are stale)
+    site = {k: v for k, v in (old.get("site_thresholds") or {}).items() if v["run"] not in done}
+    if site:
+        merged["site_thresholds"] = site
     return merged
 
 
@@ -347,6 +367,65 @@ def select(args: argparse.Namespace, roots: dict[str, Path], t_start: float) -> 
     print((out / f"{name}.md").read_text())
 
 
+def site_thresholds(args: argparse.Namespace, roots: dict[str, Path]) -> None:
+    """For each of ``--runs`` (already trained in ``--work``) and each dataset it was not trained
+    on (its new site): disc and cup thresholds chosen by ``choose_thresholds`` on the first n of
+    the site's training images (n in SITE_SIZES; no test image), then the site's test set scored
+    once with them. Into the results' "site_thresholds" (the rest of the file kept) and its
+    markdown."""
+    name = "fundus_generalization_quick" if args.quick else "fundus_generalization"
+    path = (args.work if args.quick else RESULTS) / f"{name}.json"
+    result = json.loads(path.read_text())
+    site = result.get("site_thresholds") or {}
+    for run in args.runs.split(","):
+        new_sites = [d for d in roots if d not in RUNS[run].sources]
+        if not new_sites:
+            raise SystemExit(f"--site-thresholds: run {run} trained on every dataset")
+        ck = args.work / run / "fundus.pt"
+        if not ck.is_file():
+            raise SystemExit(f"{ck}: not found; train run {run} first (--runs {run})")
+        for test in new_sites:
+            root = roots[test]
+            labels_csv = root / "meta" / "labels.csv"
+            train = read_splits(root)["train"]
+            for n in SITE_SIZES if not args.quick else (3,):
+                logging.info("%s: thresholds on %d %s training images", run, n, test)
+                out = args.work / f"thresholds_{run}_{test}_train_{n}"
+                chosen = (
+                    json.loads((out / "thresholds.json").read_text())
+                    if (out / "thresholds.json").is_file()
+                    else choose_thresholds(
+                        ck, root, "train", out, inference_options(), stems=train[:n]
+                    )
+                )
+                cuts = tuple((lb, c["threshold"]) for lb, c in chosen["labels"].items())
+                r = evaluate_run(
+                    ck,
+                    test,
+                    root,
+                    args.work,
+                    labels_csv if labels_csv.is_file() else None,
+                    cuts=cuts,
+                )
+                site[f"{run}_to_{test}_{n}"] = {
+                    "run": run,
+                    "site": test,
+                    "calibration_images": n,
+                    "calibration": f"the first {n} of {test}'s training images (splits.json order)",
+                    "thresholds": dict(cuts),
+                    "calibration_dice": {
+                        lb: {"default": c["dice_at_default"], "chosen": c["dice"]}
+                        for lb, c in chosen["labels"].items()
+                    },
+                    "test": r,
+                    "commit": git_commit(),
+                }
+    result["site_thresholds"] = site
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, path.with_suffix(".md"))
+    print(path.with_suffix(".md").read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--drishti", type=Path, default=SHARED_DATA / "drishti_gs1")
@@ -372,6 +451,13 @@ def main() -> None:
         help="no training: the adopted model's disc-centred crops again (after a change to how "
         "predict reads crops), into the results' crops_refuge_test",
     )
+    ap.add_argument(
+        "--site-thresholds",
+        action="store_true",
+        help="no training: each of --runs gets disc/cup thresholds chosen on a few labelled "
+        "training images of each dataset it was not trained on, then that dataset's test set "
+        "scored with them",
+    )
     args = ap.parse_args()
     if args.crops_only and args.quick:
         ap.error("--crops-only rewrites the committed results' crops: run it without --quick")
@@ -391,6 +477,9 @@ def main() -> None:
         return
     if args.select:
         select(args, roots, t_start)
+        return
+    if args.site_thresholds:
+        site_thresholds(args, roots)
         return
     runs: dict[str, Any] = {}
     train_s: dict[str, float] = {}

@@ -88,6 +88,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "Training time (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in result["train_time_s"].items()),
     ]
+    lines += site_lines(result.get("site_thresholds") or {})
     if result.get("crops_refuge_test"):
         lines += [
             "",
@@ -108,6 +109,40 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         if result.get("crops_commit"):
             lines += ["", f"Crops scored at commit `{result['crops_commit'][:12]}`."]
     path.write_text("\n".join(lines) + "\n")
+
+
+def site_lines(site: dict[str, Any]) -> list[str]:
+    """The table of models scored on a dataset they never saw, with thresholds chosen on a few
+    of its labelled training images (fundus_generalization.py --site-thresholds)."""
+    if not site:
+        return []
+    out = [
+        "",
+        "## Thresholds chosen on a few labelled images of the new site (`--site-thresholds`)",
+        "",
+        "A model on a dataset it never saw (its new site); its disc and cup thresholds chosen by "
+        "`biounet choose-thresholds` (mean Dice, disc first, then the cup with the disc at it) "
+        "on the first n of the site's *training* images; then the site's test set scored once "
+        "with them (same TTA, ROI sizes, ellipses as above). The weights are the run's own: only "
+        "the two cuts use the site's labels.",
+        "",
+        "| run -> site | n labelled | disc / cup threshold | calibration disc / cup Dice at 0.5 "
+        "-> chosen | test disc Dice | test cup Dice | test vCDR MAE | bias normal | vCDR AUC | "
+        "spec / sens @0.6 | flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in site.values():
+        t, c, r = s["thresholds"], s["calibration_dice"], s["test"]
+        cal = " / ".join(f"{c[lb]['default']:.3f} -> {c[lb]['chosen']:.3f}" for lb in c)
+        ss = f"{fmt(r.get('spec_at_vcdr06'))} / {fmt(r.get('sens_at_vcdr06'))}"
+        out.append(
+            f"| {s['run']} -> {s.get('site', 'drishti')} | {s['calibration_images']} | "
+            f"{t.get('disc', 0.5):g} / {t.get('cup', 0.5):g} | {cal} | "
+            f"{fmt(r['disc']['dice_mean'])} | {fmt(r['cup']['dice_mean'])} | "
+            f"{fmt(r['vcdr_mae'])} | {fmt(r.get('vcdr_bias_normal'))} | "
+            f"{fmt(r.get('vcdr_auc'))} | {ss} | {fmt(r.get('flagged_doubtful'))} |"
+        )
+    return out
 
 
 def _flag_counts(flagged: dict[str, int]) -> str:

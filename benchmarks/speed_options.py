@@ -358,7 +358,8 @@ def compile_infer_part(batches: tuple[int, ...] = (1, 4)) -> list[dict[str, Any]
     return rows
 
 
-def markdown(data: dict[str, Any]) -> str:
+def markdown(data: dict[str, Any], results_dir: Path = RESULTS) -> str:
+    """The page of ``data``; the fundus bf16/fp32 table is read from ``results_dir``."""
     title = "Speed options: accuracy kept? where does augmentation run?"
     out = md_header(title, data, "speed_options.py")
     if "accuracy" in data:
@@ -488,7 +489,7 @@ def markdown(data: dict[str, Any]) -> str:
             + f"{r['wall_s']:.0f} |"
             for r in data["compile_infer"]
         ]
-    return "\n".join(out + fundus_precision_lines(RESULTS / "fundus_drishti.json")) + "\n"
+    return "\n".join(out + fundus_precision_lines(results_dir / "fundus_drishti.json")) + "\n"
 
 
 def fundus_precision_lines(path: Path) -> list[str]:
@@ -557,11 +558,11 @@ def main(argv: list[str] | None = None) -> int:
             {k: runs[k] for k in ("fp32 reference", "all (default)")}
         )
     if a.part == "report":  # the markdown again from the results as they are
-        path.with_suffix(".md").write_text(markdown(data))
+        path.with_suffix(".md").write_text(markdown(data, a.results_dir))
         print(f"wrote {path.with_suffix('.md')}")
         return 0
     data.update(commit=git_commit(), machine=machine())
-    print(f"wrote {path} and {write_json_md(path, data, markdown(data))}")
+    print(f"wrote {path} and {write_json_md(path, data, markdown(data, a.results_dir))}")
     return 0
 
 

@@ -152,6 +152,7 @@ class _FakePredictor(FundusPredictor):
 
     def __init__(self, fill: float, input_kind: str = "auto") -> None:
         self.labels, self.roi_scale, self.roi_size, self.threshold = ("disc", "cup"), 2.0, 64, 0.5
+        self.cuts = {"disc": 0.5, "cup": 0.5}
         self.fill, self.input_kind = fill, input_kind
         self.postprocess, self.fit_ellipse = True, False
         self.polar = [False]  # a Cartesian stand-in: image_probs pastes its roi_probs

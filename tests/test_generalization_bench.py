@@ -72,7 +72,7 @@ def test_markdown_has_a_row_per_run_and_dashes_for_missing_labels(tmp_path: Path
 
 def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Path) -> None:
     """--runs b on top of results holding a and b: a stays (its commit kept), b is replaced, the
-    crops table of the old call survives a call that computed none."""
+    crops table of the old call survives a call that computed none, b's site thresholds go."""
     import json
 
     old = {
@@ -81,6 +81,7 @@ def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Pat
         "train_time_s": {"a": 1.0, "b": 2.0},
         "both_chosen_by_validation": {"run": "a"},
         "crops_refuge_test": {"c": 1},
+        "site_thresholds": {"a_to_x_3": {"run": "a"}, "b_to_x_3": {"run": "b"}},
     }
     (tmp_path / "r.json").write_text(json.dumps(old))
     new = {
@@ -97,6 +98,7 @@ def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Pat
     assert m["train_time_s"] == {"a": 1.0, "b": 9.0}
     assert m["run_commits"] == {"a": "old", "b": "new"}
     assert m["crops_refuge_test"] == {"c": 1} and m["both_chosen_by_validation"] == {"run": "a"}
+    assert m["site_thresholds"] == {"a_to_x_3": {"run": "a"}}  # b trained again: its are stale
     first = fg.merged_with_previous(new, tmp_path / "absent.json")
     assert first["run_commits"] == {"b": "new"} and first["runs"] == new["runs"]
 
@@ -171,3 +173,46 @@ def test_cup_threshold_sweep_cuts_only_the_cup() -> None:
     assert table["0.5"]["cup_dice_mean"] > 0.95  # 0.55 > 0.5: the cup is kept
     assert table["0.6"]["cup_dice_mean"] == 0.0  # 0.55 < 0.6: no cup left
     assert table["0.5"]["vcdr_mae"] == pytest.approx(0.0, abs=0.06)  # the masks' own vCDR
+
+
+def test_site_thresholds_choose_on_training_photographs_and_score_the_test_set(
+    tmp_path: Path, synthetic_data: Path, tiny_fundus
+) -> None:
+    """--site-thresholds end to end on a tiny pipeline (no mocks: evaluate_run and
+    choose_thresholds run for real): thresholds chosen on the first 3 training images of the
+    dataset the run did not train on, that dataset's test split scored with them into its own
+    folder, the results file keeps its other keys and its page gets the table; a run trained on
+    every dataset is refused."""
+    import argparse
+    import json
+
+    from biounet.fundus.pipeline import fit_fundus
+
+    work = tmp_path / "work"
+    fit_fundus(tiny_fundus(synthetic_data), work / "refuge_small")
+    results = work / "fundus_generalization_quick.json"
+    base = {"commit": "c", "machine": "m", "wall_time_s": 1.0, "runs": {}, "train_time_s": {}}
+    results.write_text(json.dumps(base))
+    args = argparse.Namespace(runs="refuge_small", work=work, quick=True)
+    fg.site_thresholds(args, {"drishti": synthetic_data})
+    out = json.loads(results.read_text())
+    s = out["site_thresholds"]["refuge_small_to_drishti_3"]
+    chosen = json.loads(
+        (work / "thresholds_refuge_small_drishti_train_3/thresholds.json").read_text()
+    )
+    assert chosen["n_images"] == 3 and chosen["split"] == "train"
+    assert s["thresholds"] == {lb: c["threshold"] for lb, c in chosen["labels"].items()}
+    assert s["test"]["n_images"] == 3  # the synthetic test split
+    at = "".join(f"_{lb}{t:g}" for lb, t in s["thresholds"].items())
+    summary = json.loads(
+        next(work.glob(f"eval_refuge_small_on_drishti_scales_*{at}/summary.json")).read_text()
+    )
+    assert summary["label_thresholds"] == s["thresholds"]
+    assert out["commit"] == "c"  # the rest of the file kept
+    md = (work / "fundus_generalization_quick.md").read_text()
+    assert "## Thresholds chosen on a few labelled images of the new site" in md
+    t = s["thresholds"]
+    assert f"| refuge_small -> drishti | 3 | {t['disc']:g} / {t['cup']:g} |" in md
+    args.runs = "both_all_polar"
+    with pytest.raises(SystemExit, match="trained on every dataset"):
+        fg.site_thresholds(args, {"drishti": synthetic_data, "refuge": synthetic_data})

@@ -175,3 +175,16 @@ def test_fundus_precision_table_from_the_fundus_results(tmp_path: Path) -> None:
     assert "| bf16 minus fp32 | +0.0100 | -0.0200 | +0.0050 |" in text
     assert "disc +0.0100, cup -0.0200; disc +0.0000, cup +0.0000" in text
     assert "same 2 folds (20 held-out" in text
+
+
+def test_speed_options_report_reads_fundus_results_from_results_dir(tmp_path: Path) -> None:
+    """--part report with --results-dir rewrites the page from that folder alone: the fundus
+    bf16/fp32 table comes from its fundus_drishti.json, not the repository's results."""
+    arm = {"disc_dice_mean": 0.5, "cup_dice_mean": 0.5, "vcdr_mae": 0.5}
+    entry = {"folds_evaluated": 1, "images_evaluated": 7, "base": arm, "fp32": arm}
+    (tmp_path / "fundus_drishti.json").write_text(json.dumps({"cv_ablation_fp32": entry}))
+    (tmp_path / "speed_options.json").write_text(json.dumps({"machine": "m", "commit": "c"}))
+    assert speed_options.main(["--part", "report", "--results-dir", str(tmp_path)]) == 0
+    md = (tmp_path / "speed_options.md").read_text()
+    assert "same 1 folds (7 held-out" in md
+    assert "| bf16 minus fp32 | +0.0000 | +0.0000 | +0.0000 |" in md

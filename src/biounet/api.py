@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,24 @@ def as_image(image: np.ndarray | str | Path) -> np.ndarray:
     return img if img.flags.writeable else img.copy()
 
 
+def split_threshold(
+    threshold: float | Mapping[str, float],
+) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """``threshold`` of ``load_model``/``evaluate`` -> (threshold, per-label pairs): a number, or
+    {label: threshold} (labels not named at 0.5). ValueError outside (0, 1)."""
+    if isinstance(threshold, Mapping):
+        base, pairs = 0.5, tuple(threshold.items())
+    else:
+        base, pairs = float(threshold), ()
+    for name, t in [("threshold", base), *((f"threshold[{lb!r}]", v) for lb, v in pairs)]:
+        if not 0 < t < 1:
+            raise ValueError(f"{name}: must be in (0, 1), got {t}")
+    return base, tuple((str(lb), float(v)) for lb, v in pairs)
+
+
 def load_model(
     checkpoint: str | Path,
-    threshold: float = 0.5,
+    threshold: float | Mapping[str, float] = 0.5,
     precision: str = "auto",
     tta: bool = False,
     postprocess: bool = True,
@@ -144,8 +159,9 @@ def load_model(
     """Load any biounet checkpoint (``best.pt``/``last.pt`` of ``train``, or a fundus pipeline's
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
 
-    ``threshold``: probability above which a pixel is in a mask. ``precision``: ``"auto"`` (bf16
-    where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
+    ``threshold``: probability above which a pixel is in a mask; or per label, e.g.
+    ``{"cup": 0.3}`` (the labels not named at 0.5; ``biounet choose-thresholds`` chooses them
+    on labelled images). ``precision``: ``"auto"`` (bf16 where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
     checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
     the disc; ellipses fitted to disc and cup). ``tta_scales`` (fundus pipelines): the ROI sizes
@@ -160,12 +176,12 @@ def load_model(
     changes the probabilities too, not only the masks.
     Raises ``BiounetError`` naming the file when it is missing or not a biounet checkpoint.
     """
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
+    base, pairs = split_threshold(threshold)
     path = Path(checkpoint)
     opts = PredictOptions(
         precision=precision,
-        threshold=threshold,
+        threshold=base,
+        label_thresholds=pairs,
         tta=tta,
         postprocess=postprocess,
         fit_ellipse=fit_ellipse,
@@ -230,7 +246,7 @@ def evaluate(
     data: str | Path,
     split: str | None = None,
     out_dir: str | Path | None = None,
-    threshold: float = 0.5,
+    threshold: float | Mapping[str, float] = 0.5,
     precision: str = "auto",
     tta: bool = False,
     postprocess: bool = True,
@@ -252,6 +268,7 @@ def evaluate(
     """
     from biounet.evaluate import evaluate_checkpoint
 
+    base, pairs = split_threshold(threshold)
     checkpoint = Path(checkpoint)
     if out_dir is None:
         out_dir = checkpoint.parent / f"eval_{split or 'default'}"
@@ -262,7 +279,8 @@ def evaluate(
         Path(out_dir),
         PredictOptions(
             precision=precision,
-            threshold=threshold,
+            threshold=base,
+            label_thresholds=pairs,
             tta=tta,
             postprocess=postprocess,
             tta_scales=tta_scales,

@@ -19,6 +19,7 @@ from biounet.cli_commands import (
     cmd_import_dataset,
     cmd_model_info,
     cmd_predict,
+    cmd_thresholds,
     cmd_train,
     cmd_train_em,
 )
@@ -77,9 +78,23 @@ def csv_list(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+def threshold_arg(s: str) -> tuple[float, tuple[tuple[str, float], ...]]:
+    from biounet.predictor import parse_thresholds
+
+    try:
+        return parse_thresholds(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
+        "--threshold",
+        type=threshold_arg,
+        default=(0.5, ()),
+        metavar="T | LABEL=T,...",
+        help="probability threshold (default 0.5); per label too, e.g. cup=0.3 or 0.5,cup=0.3 "
+        "(biounet choose-thresholds chooses them on labelled images)",
     )
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument(
@@ -355,6 +370,27 @@ def parser() -> argparse.ArgumentParser:
     )
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
+
+    th = sub.add_parser(
+        "choose-thresholds",
+        help="each label's probability threshold, chosen by Dice on labelled images",
+        description="Predict a dataset split's labelled images once and choose, per label, the "
+        "probability threshold of the highest mean Dice (fundus pipelines: the disc's first, "
+        "then the cup's with the disc at it). Choose on images the model did not learn from (a "
+        "held-out split, or labelled images of the site it will be used at); the result is a "
+        "--threshold value for predict and evaluate. Writes thresholds.json.",
+    )
+    th.add_argument("--checkpoint", type=Path, required=True)
+    th.add_argument("--data", type=Path, required=True)
+    th.add_argument(
+        "--split",
+        default=None,
+        help="split in splits.json (default: train, or all without splits.json)",
+    )
+    th.add_argument("--out", type=Path, required=True)
+    th.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+    add_common(th)
+    th.set_defaults(func=cmd_thresholds)
 
     p = sub.add_parser("predict", help="masks, probabilities and overlays for images")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -224,7 +224,8 @@ def predict_options(a: argparse.Namespace) -> PredictOptions:
 
     return PredictOptions(
         precision=a.precision,
-        threshold=a.threshold,
+        threshold=a.threshold[0],
+        label_thresholds=a.threshold[1],
         tta=a.tta,
         postprocess=not a.no_postprocess,
         fit_ellipse=a.ellipse,
@@ -254,9 +255,24 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_thresholds(a: argparse.Namespace) -> int:
+    from biounet.thresholds import choose_thresholds, format_choice
+
+    r = choose_thresholds(
+        a.checkpoint, a.data, a.split, a.out, predict_options(a), invert_masks=a.invert_masks or ()
+    )
+    print(format_choice(r))
+    print(f"wrote {a.out}/thresholds.json")
+    return 0
+
+
 def format_summary(s: dict) -> str:
+    cuts = s.get("label_thresholds") or {}
+    own = ", ".join(f"{lb} {t:g}" for lb, t in cuts.items() if t != s["threshold"])
     lines = [
-        f"{s['n_images']} images, split {s['split']}, threshold {s['threshold']} (per-image mean ± std)",
+        f"{s['n_images']} images, split {s['split']}, threshold {s['threshold']}"
+        + (f" ({own})" if own else "")
+        + " (per-image mean ± std)",
         f"{'label':<12}{'Dice':>16}{'IoU':>16}{'precision':>12}{'recall':>10}{'BCE':>8}",
     ]
     for lb, m in s["labels"].items():

@@ -125,6 +125,7 @@ def evaluate_checkpoint(
         "split": split,
         "n_images": len(samples),
         "threshold": opts.threshold,
+        "label_thresholds": opts.cuts(pred.labels),
         "tta": opts.tta,
         # fundus pipelines: the ROI sizes averaged (see make_predictor); None for other models
         "tta_scales": list(pred.inner.tta_scales)

@@ -45,7 +45,10 @@ class PredictOptions:
     ``torch.compile`` the networks (the first image waits while they compile; faster after, for
     long lists; single U-Nets and fundus pipelines, with the torch backend). ``reuse_memory``:
     "auto"/"on" keep freed memory in the process for the next image on the CPU, "off" leaves
-    malloc as it is (``biounet.memory``)."""
+    malloc as it is (``biounet.memory``). ``label_thresholds``: (label, threshold) pairs that cut
+    those labels' final masks instead of ``threshold`` (e.g. a cup threshold chosen by ``biounet
+    choose-thresholds`` on labelled images of the site); a fundus pipeline still places its crop with
+    ``threshold``."""
 
     precision: str = "auto"
     threshold: float = 0.5
@@ -58,6 +61,46 @@ class PredictOptions:
     tta_scales: tuple[float, ...] | None = None
     compile: bool = False
     reuse_memory: str = "auto"
+    label_thresholds: tuple[tuple[str, float], ...] = ()
+
+    def cuts(self, labels: tuple[str, ...] | list[str]) -> dict[str, float]:
+        """The threshold that cuts each of ``labels``' masks; BiounetError for a label of
+        ``label_thresholds`` that is not among ``labels`` or a threshold outside (0, 1)."""
+        own = dict(self.label_thresholds)
+        for lb, t in own.items():
+            if lb not in labels:
+                raise BiounetError(
+                    f"threshold {lb}={t}: the model has no label {lb!r} "
+                    f"(its labels: {', '.join(labels)})"
+                )
+            if not 0 < t < 1:
+                raise BiounetError(f"threshold {lb}={t}: must be in (0, 1)")
+        return {lb: own.get(lb, self.threshold) for lb in labels}
+
+
+def parse_thresholds(text: str) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """``--threshold``'s value -> (threshold, label_thresholds): "0.4" -> (0.4, ()), "cup=0.2"
+    -> (0.5, (("cup", 0.2),)), "0.4,cup=0.2,disc=0.6" -> (0.4, (("cup", 0.2), ("disc", 0.6))).
+    ValueError naming the part that is not a number or a label=number pair."""
+    base, pairs = 0.5, {}
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        label, eq, value = part.rpartition("=")
+        try:
+            t = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a number or label=number") from None
+        if not eq:
+            base = t
+        elif not label.strip():
+            raise ValueError(f"{part!r}: no label before '='")
+        else:
+            pairs[label.strip()] = t
+    for name, t in [("threshold", base), *((f"threshold {lb}", v) for lb, v in pairs.items())]:
+        if not 0 < t < 1:
+            raise ValueError(f"{name}: must be in (0, 1), got {t}")
+    return base, tuple(pairs.items())
 
 
 class ModelPredictor:
@@ -74,6 +117,7 @@ class ModelPredictor:
         fast: bool = True,
         tta: bool = False,
         compile: bool = False,
+        label_thresholds: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.ck = ck
         self.device, self.precision = backend_device_precision(backend, precision)
@@ -82,6 +126,9 @@ class ModelPredictor:
         )
         self.labels = ck.labels
         self.threshold = threshold
+        self.cuts = PredictOptions(threshold=threshold, label_thresholds=label_thresholds).cuts(
+            self.labels
+        )
         self.tta = tta
 
     def predict(self, img: np.ndarray) -> Prediction:
@@ -105,7 +152,7 @@ class ModelPredictor:
             prob = p[0]
             if self.tta:  # each view's probabilities flipped back
                 prob = (p[0] + p[1][:, :, ::-1] + p[2][:, ::-1]) / 3
-            masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
+            masks = {lb: prob[i] > self.cuts[lb] for i, lb in enumerate(self.labels)}
             out.append(Prediction(prob, masks, fundus_measures(masks)))
         return out
 
@@ -128,6 +175,7 @@ class FundusPipelinePredictor:
             o.tta_scales,
         )
         self.labels = self.inner.labels
+        inner.cuts = o.cuts(self.labels)
         inner.device, inner.precision = backend_device_precision(o.backend, o.precision)
         run = lambda c, m: runnable(  # noqa: E731
             c, m, inner.device, inner.precision, o.backend, o.fast, o.compile
@@ -220,9 +268,17 @@ def make_predictor(
             )
         if o.compile:
             log.warning("%s: --compile is not used for unet_valid (overlap-tile) models", path)
+        if o.label_thresholds:
+            log.warning(
+                "%s: per-label thresholds are not used for unet_valid models (they cut at the "
+                "membrane threshold stored in the checkpoint)",
+                path,
+            )
         return OverlapTilePredictor(ck, o.precision, o.tta)
     if o.fit_ellipse or o.input_kind != "auto" or o.tta_scales is not None:
         log.warning(
             "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
         )
-    return ModelPredictor(ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile)
+    return ModelPredictor(
+        ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile, o.label_thresholds
+    )

@@ -280,6 +280,9 @@ class FundusPredictor:
         self.polar = [bool(ro.preprocess.get("polar", False)) for _, ro in self.members]
         self.tta, self.postprocess, self.fit_ellipse = tta, postprocess, fit_ellipse
         self.threshold, self.input_kind = threshold, input_kind
+        # the threshold that cuts each label's final mask (FundusPipelinePredictor sets per-label
+        # ones); the disc that places the ROI is always cut at ``threshold``
+        self.cuts = {lb: threshold for lb in self.labels}
         self.tta_scales = resolve_scales(tta, tta_scales)
 
     def locate(self, img: np.ndarray) -> tuple[Roi, list[str]]:
@@ -500,7 +503,7 @@ class FundusPredictor:
             self.last_input_kind = "full"
         if self.tta_scales != (1.0,) and "disc_not_found" not in flags:
             prob = self.scale_average(img, roi, prob)
-        masks = {lb: prob[i] > self.threshold for i, lb in enumerate(self.labels)}
+        masks = {lb: prob[i] > self.cuts[lb] for i, lb in enumerate(self.labels)}
         if self.postprocess and "disc" in masks and "cup" in masks:
             from biounet.fundus.postprocess import clean_disc_cup
 

@@ -128,9 +128,22 @@ def clean_disc_cup(
     (``ellipse_from_moments``), rasterised on the same (H, W) grid, and the cup is clipped to the
     disc again."""
     d, c = as_mask_pair(disc, cup)
-    d = fill_holes(largest_component(d))
-    c = fill_holes(largest_component(c & d))
-    if fit_ellipse:
-        d = fit_ellipse_mask(d)
-        c = fit_ellipse_mask(c) & d
-    return d, c
+    cleaned = clean_disc(d, fit_ellipse)
+    return cleaned[1], clean_cup(c, *cleaned, fit_ellipse=fit_ellipse)
+
+
+def clean_disc(disc: np.ndarray, fit_ellipse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The disc half of ``clean_disc_cup``: (H, W) mask -> (its largest component with holes
+    filled, the final disc: that, or its fitted ellipse with ``fit_ellipse``)."""
+    d = fill_holes(largest_component(disc))
+    return d, fit_ellipse_mask(d) if fit_ellipse else d
+
+
+def clean_cup(
+    cup: np.ndarray, disc: np.ndarray, final_disc: np.ndarray, fit_ellipse: bool = False
+) -> np.ndarray:
+    """The cup half of ``clean_disc_cup``, given ``clean_disc``'s two masks: the cup clipped to
+    ``disc``, its largest component with holes filled (with ``fit_ellipse`` its ellipse, clipped
+    to ``final_disc``)."""
+    c = fill_holes(largest_component(as_mask(cup, "cup") & disc))
+    return fit_ellipse_mask(c) & final_disc if fit_ellipse else c
