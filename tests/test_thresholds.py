@@ -175,3 +175,18 @@ def test_choose_thresholds_refuses_bad_input(disc_cup_ck: Path, tmp_path: Path, 
     with pytest.raises(SystemExit):
         main(["evaluate", *cmd[1:], "--out", str(tmp_path / "o"), "--threshold", "cup="])
     assert "'cup=' is not a number or label=number" in capsys.readouterr().err
+
+
+def test_choose_thresholds_refuses_an_em_model(tmp_path: Path, synthetic_data: Path) -> None:
+    """unet_valid models cut at the membrane threshold train-em chose and stored: the command says
+    so instead of choosing thresholds that predict would not use."""
+    from biounet.thresholds import choose_thresholds
+
+    cfg = ModelConfig(
+        arch="unet_valid", in_channels=1, out_channels=2, base_width=2, depth=2, norm="none"
+    )
+    ck = tmp_path / "em.pt"
+    spec = {**preprocess_spec(32, 1), "output": "softmax"}
+    save_checkpoint(ck, build_model(cfg), cfg, ("membrane", "cell"), spec)
+    with pytest.raises(BiounetError, match="membrane threshold"):
+        choose_thresholds(ck, synthetic_data, "test", tmp_path / "o")

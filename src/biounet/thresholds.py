@@ -169,6 +169,13 @@ def choose_thresholds(
     if split is None:
         split = "train" if read_splits(root) else "all"
     pred = make_predictor(checkpoint, opts)
+    from biounet.em.predictor import OverlapTilePredictor
+
+    if isinstance(pred, OverlapTilePredictor):
+        raise BiounetError(
+            f"{checkpoint}: an unet_valid (EM) model cuts at the membrane threshold that train-em "
+            "chose by V-Rand and stored in it; choose-thresholds is for the other models"
+        )
     samples = select_split(root, discover(root), split)
     if stems is not None:
         wanted = set(stems)
