@@ -122,6 +122,20 @@ def add_common(p: argparse.ArgumentParser) -> None:
     add_reuse_memory(p, "on for the CPU")
 
 
+def add_labelled_data(p: argparse.ArgumentParser, default_split: str) -> None:
+    """--checkpoint, --data, --split (default ``default_split``), --out, --invert-masks: a
+    checkpoint run on a labelled dataset split (evaluate, choose-thresholds)."""
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--split",
+        default=None,
+        help=f"split in splits.json (default: {default_split}, or all without splits.json)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+
+
 def add_reuse_memory(p: argparse.ArgumentParser, auto: str) -> None:
     p.add_argument(
         "--reuse-memory",
@@ -353,15 +367,7 @@ def parser() -> argparse.ArgumentParser:
     te.set_defaults(func=cmd_train_em)
 
     e = sub.add_parser("evaluate", help="per-image metrics of a checkpoint on a dataset split")
-    e.add_argument("--checkpoint", type=Path, required=True)
-    e.add_argument("--data", type=Path, required=True)
-    e.add_argument(
-        "--split",
-        default=None,
-        help="split in splits.json (default: test, or all without splits.json)",
-    )
-    e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+    add_labelled_data(e, "test")
     e.add_argument(
         "--uncertainty",
         action="store_true",
@@ -380,15 +386,7 @@ def parser() -> argparse.ArgumentParser:
         "held-out split, or labelled images of the site it will be used at); the result is a "
         "--threshold value for predict and evaluate. Writes thresholds.json.",
     )
-    th.add_argument("--checkpoint", type=Path, required=True)
-    th.add_argument("--data", type=Path, required=True)
-    th.add_argument(
-        "--split",
-        default=None,
-        help="split in splits.json (default: train, or all without splits.json)",
-    )
-    th.add_argument("--out", type=Path, required=True)
-    th.add_argument("--invert-masks", type=csv_list, help="default: as in training")
+    add_labelled_data(th, "train")
     add_common(th)
     th.set_defaults(func=cmd_thresholds)
 

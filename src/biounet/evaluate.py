@@ -80,17 +80,7 @@ def evaluate_checkpoint(
         )
     if split is None:
         split = "test" if read_splits(root) else "all"
-    samples = select_split(root, discover(root), split)
-    if stems is not None:
-        wanted = set(stems)
-        samples = [s for s in samples if s.stem in wanted]
-    if not samples:
-        raise BiounetError(f"{root}: split {split!r} is empty")
-    resolve_labels(samples, pred.labels, root, f"{checkpoint} (the model's labels)")
-    invert = tuple(invert_masks) or tuple(
-        _train_config(pred).get("data", {}).get("invert_masks", [])
-    )
-    check_invert(invert, pred.labels)
+    samples, invert = labelled_samples(pred, checkpoint, root, split, stems, invert_masks)
     size = article_size or _network_size(pred)
     rows, image_rows, art = [], [], {"bce": [], "dice_loss": [], "iou": []}
     calib = ReliabilityBins(pred.labels, N_BINS)
@@ -154,6 +144,32 @@ def evaluate_checkpoint(
     if report:
         write_evaluation_report(out_dir, summary, _train_config(pred), Path(checkpoint))
     return summary
+
+
+def labelled_samples(
+    pred: Any,
+    checkpoint: Path,
+    root: Path,
+    split: str,
+    stems: Sequence[str] | None = None,
+    invert_masks: Sequence[str] = (),
+) -> tuple[list[Any], tuple[str, ...]]:
+    """The samples of ``root``'s ``split`` (only ``stems`` where given), each with a mask for
+    every label of the predictor ``pred``, and the labels whose masks are stored inverted
+    (``invert_masks``, default: as the checkpoint was trained). BiounetError naming the folder
+    for an empty selection, a missing mask or an unknown label."""
+    samples = select_split(root, discover(root), split)
+    if stems is not None:
+        wanted = set(stems)
+        samples = [s for s in samples if s.stem in wanted]
+    if not samples:
+        raise BiounetError(f"{root}: split {split!r} is empty")
+    resolve_labels(samples, pred.labels, root, f"{checkpoint} (the model's labels)")
+    invert = tuple(invert_masks) or tuple(
+        _train_config(pred).get("data", {}).get("invert_masks", [])
+    )
+    check_invert(invert, pred.labels)
+    return samples, invert
 
 
 def label_rows(

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from biounet.data.dataset import load_masks
-from biounet.data.folder import check_invert, discover, read_splits, resolve_labels, select_split
+from biounet.data.folder import read_splits
 from biounet.data.io import read_image
 from biounet.errors import BiounetError
+from biounet.evaluate import labelled_samples
 from biounet.metrics import binary_scores
 from biounet.predictor import PredictOptions, make_predictor
 
@@ -176,20 +177,8 @@ def choose_thresholds(
             f"{checkpoint}: an unet_valid (EM) model cuts at the membrane threshold that train-em "
             "chose by V-Rand and stored in it; choose-thresholds is for the other models"
         )
-    samples = select_split(root, discover(root), split)
-    if stems is not None:
-        wanted = set(stems)
-        samples = [s for s in samples if s.stem in wanted]
-    if not samples:
-        raise BiounetError(f"{root}: split {split!r} is empty")
+    samples, invert = labelled_samples(pred, checkpoint, root, split, stems, invert_masks)
     labels = tuple(pred.labels)
-    resolve_labels(samples, labels, root, f"{checkpoint} (the model's labels)")
-    from biounet.evaluate import _train_config
-
-    invert = tuple(invert_masks) or tuple(
-        _train_config(pred).get("data", {}).get("invert_masks", [])
-    )
-    check_invert(invert, labels)
     disc_cup = opts.postprocess and {"disc", "cup"} <= set(labels) and _is_pipeline(pred)
     tables = []
     for s in samples:
