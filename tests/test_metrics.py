@@ -113,3 +113,30 @@ def test_summarize_skips_text_bools_and_non_finite_values() -> None:
     assert set(s) == {"dice_mean", "dice_std", "dice_median", "dice_min"}
     assert s["dice_mean"] == pytest.approx(0.75)
     assert s["dice_std"] == pytest.approx(0.25)
+
+
+def test_pixel_auc_hand_computed_and_equal_to_the_pairwise_count() -> None:
+    """Positives 0.35 and 0.8 against negatives 0.1 and 0.4: 3 of 4 pairs ordered -> 0.75; a tie
+    counts half; a class that is empty gives None; on random scores it is the pairwise count."""
+    from biounet.fundus.screening import roc_auc
+    from biounet.metrics import pixel_auc
+
+    assert pixel_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert pixel_auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert pixel_auc(np.array([0.2, 0.3]), np.array([1, 1])) is None
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 20, (30, 40)) / 20  # many ties
+    y = rng.random((30, 40)) < 0.3
+    assert pixel_auc(s, y) == pytest.approx(roc_auc(s.ravel().tolist(), y.ravel().tolist()))
+
+
+def test_confusion_scores_hand_computed() -> None:
+    """pred 1 1 0 0 1, target 1 0 0 1 1: tp 2, fp 1, fn 1, tn 1."""
+    from biounet.metrics import confusion_scores
+
+    c = confusion_scores(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1]))
+    assert c == pytest.approx(
+        {"accuracy": 0.6, "sensitivity": 2 / 3, "specificity": 0.5, "f1": 2 / 3}
+    )
+    empty = confusion_scores(np.zeros(4, bool), np.zeros(4, bool))
+    assert empty == {"accuracy": 1.0, "sensitivity": 1.0, "specificity": 1.0, "f1": 1.0}

@@ -73,3 +73,34 @@ def summarize(rows: list[dict[str, float | str]]) -> dict[str, dict[str, float]]
             s[f"{k}_min"] = float(a.min())
         out[lb] = s
     return out
+
+
+def pixel_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for ``positive`` (same shape, any size): the
+    probability that a random positive pixel scores above a random negative one, ties counting
+    half (Mann-Whitney U from average ranks, O(n log n)). None when either class is empty."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(positive, dtype=bool).ravel()
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    rank_sum = float(rankdata(s)[y].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def confusion_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Accuracy, sensitivity, specificity and F1 of two boolean masks of the same shape, pixels
+    pooled (e.g. every field-of-view pixel of a test set): F1 is Dice, sensitivity the recall,
+    specificity the recall of the background, with ``binary_scores``' conventions for empty
+    masks; accuracy 1 for no pixels."""
+    p, t = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    fg, bg = binary_scores(p, t), binary_scores(~p, ~t)
+    return {
+        "accuracy": float(np.count_nonzero(p == t) / p.size) if p.size else 1.0,
+        "sensitivity": fg["recall"],
+        "specificity": bg["recall"],
+        "f1": fg["dice"],
+    }

@@ -1,0 +1,186 @@
+"""Retinal vessels on DRIVE with biounet's generic U-Net (what `biounet train` does for any
+dataset folder): a task unlike the optic disc, thin structures a few pixels wide. Writes
+benchmarks/results/drive_vessels.json and .md.
+
+    python benchmarks/drive_vessels.py            # train (~15 min on 2 CPU cores), test once
+    python benchmarks/drive_vessels.py --quick    # a tiny budget, to check it runs
+
+Settings fixed before the run, none tuned on the test images: the small preset, whole images
+padded to a square and resized to 576 px, EPOCHS epochs, default augmentation and loss, 20 % of
+the 20 training images held out to pick the best epoch. Test: the 20 official test images against
+the first observer's masks, scored once, without and with flip TTA. Metrics as the DRIVE
+literature reports them: inside the field of view (masks/fov), all test pixels pooled (accuracy,
+sensitivity, specificity, F1 at threshold 0.5; ROC AUC of the probabilities), plus biounet
+evaluate's per-image Dice over the whole image. The second observer scored against the first
+the same way is the human reference. A run folder already in --work is reused.
+Data: ../shared/data/drive (or --data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from biounet.api import fit  # noqa: E402
+from biounet.data.folder import read_splits  # noqa: E402
+from biounet.data.io import read_image, read_mask  # noqa: E402
+from biounet.evaluate import evaluate_checkpoint  # noqa: E402
+from biounet.metrics import confusion_scores, pixel_auc  # noqa: E402
+from biounet.predictor import PredictOptions, make_predictor  # noqa: E402
+from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
+
+EPOCHS, SIZE, PRESET = 150, 576, "small"
+# published U-Net variants on the same 20 test images, inside the field of view (as tabulated in
+# github.com/zhengyuan-liu/Retinal-Vessel-Segmentation): for scale, not a goal of an issue
+LITERATURE_F1 = {"M2U-Net": 0.8091, "R2U-Net": 0.8171, "LadderNet": 0.8202}
+
+
+def fov_scores(
+    probs: list[np.ndarray], truths: list[np.ndarray], fovs: list[np.ndarray]
+) -> dict[str, Any]:
+    """Per-image (H, W) vessel probabilities, masks and field-of-view masks -> pooled accuracy,
+    sensitivity, specificity, F1 at 0.5 and ROC AUC inside the field of view, and the per-image
+    mean F1."""
+    p = np.concatenate([pr[f] for pr, f in zip(probs, fovs, strict=True)])
+    t = np.concatenate([tr[f] for tr, f in zip(truths, fovs, strict=True)])
+    per_image = [
+        confusion_scores(pr[f] > 0.5, tr[f])["f1"]
+        for pr, tr, f in zip(probs, truths, fovs, strict=True)
+    ]
+    return {
+        **confusion_scores(p > 0.5, t),
+        "auc": pixel_auc(p, t),
+        "f1_per_image_mean": float(np.mean(per_image)),
+        "pixels": int(t.size),
+    }
+
+
+def predict_test(ck: Path, root: Path, stems: list[str], tta: bool) -> tuple[list, float]:
+    """Vessel probabilities of the test images and the median seconds per image."""
+    pred = make_predictor(ck, PredictOptions(tta=tta))
+    i = pred.labels.index("vessel")
+    probs, times = [], []
+    for s in stems:
+        img = read_image(root / "images" / f"{s}.png")
+        t0 = time.perf_counter()
+        probs.append(pred.predict(img).prob[i])
+        times.append(time.perf_counter() - t0)
+    return probs, statistics.median(times)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    cols = ("accuracy", "sensitivity", "specificity", "f1", "auc", "f1_per_image_mean")
+    rows = [
+        ("biounet, no TTA", r["test"]["fov"]),
+        ("biounet, flip TTA", r["test_tta"]["fov"]),
+        ("second observer vs first", r["second_observer"]),
+    ]
+    out = [
+        "# Retinal vessels (DRIVE) with the generic U-Net",
+        "",
+        f"Machine: {r['machine']}. Commit: `{r['commit']}`. Command: "
+        "`python benchmarks/drive_vessels.py`"
+        + (" (--quick: tiny budget, numbers meaningless)" if r["quick"] else "")
+        + ".",
+        "",
+        f"`{r['settings']['preset']}` preset ({r['params']:,} parameters), whole images at "
+        f"{r['settings']['image_size']} px, {r['settings']['epochs']} epochs, best epoch "
+        f"{r['best_epoch']} by Dice on {r['n_val']} held-out training images; trained in "
+        f"{r['train_time_s']:.0f} s; prediction {r['test']['predict_s_per_image']:.3f} s per "
+        f"image ({r['test_tta']['predict_s_per_image']:.3f} s with TTA). "
+        f"{r['test']['n_images']} test images, first observer; inside the field of view, all pixels pooled, threshold 0.5 (AUC: of the "
+        "probabilities).",
+        "",
+        "| | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, m in rows:
+        out.append(
+            f"| {name} | "
+            + " | ".join("-" if m.get(c) is None else f"{m[c]:.4f}" for c in cols)
+            + " |"
+        )
+    out += [
+        "",
+        f"biounet evaluate (whole image, per-image mean Dice): {r['test']['dice_mean']:.4f} "
+        f"(TTA {r['test_tta']['dice_mean']:.4f}).",
+        "",
+        "For scale, published U-Net variants' F1 on these test images: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in LITERATURE_F1.items())
+        + " (as tabulated in github.com/zhengyuan-liu/Retinal-Vessel-Segmentation).",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=SHARED_DATA / "drive")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_drive"))
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--quick", action="store_true", help="2 epochs at 128 px, 4 test images")
+    a = ap.parse_args()
+    root = require(a.data)
+    size, epochs = (128, 2) if a.quick else (SIZE, a.epochs)
+    work = a.work.with_name(a.work.name + "_quick") if a.quick else a.work
+    run = work / "run"
+    t0 = time.perf_counter()
+    if not (run / "best.pt").is_file():
+        cfg = {
+            "data": {"root": str(root), "labels": ["vessel"], "image_size": size},
+            "train": {"epochs": epochs},
+            "preset": PRESET,
+        }
+        fit(cfg, run, overwrite=True)
+        (run / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    train_s = float((run / "train_seconds.txt").read_text())
+    stems = read_splits(root)["test"][: 4 if a.quick else None]
+    truths = [read_mask(root / "masks" / "vessel" / f"{s}.png") > 0 for s in stems]
+    fovs = [read_mask(root / "masks" / "fov" / f"{s}.png") > 0 for s in stems]
+    second = [read_mask(root / "masks" / "vessel_observer2" / f"{s}.png") > 0 for s in stems]
+    result: dict[str, Any] = {"commit": git_commit(), "machine": machine(), "quick": a.quick}
+    ck = run / "best.pt"
+    for key, tta in (("test", False), ("test_tta", True)):
+        probs, s_per_image = predict_test(ck, root, stems, tta)
+        summary = evaluate_checkpoint(
+            ck, root, "test", work / f"eval_{key}", PredictOptions(tta=tta), stems=stems,
+            report=False,
+        )  # fmt: skip
+        result[key] = {
+            "n_images": len(stems),
+            "fov": fov_scores(probs, truths, fovs),
+            "dice_mean": summary["labels"]["vessel"]["dice_mean"],
+            "predict_s_per_image": s_per_image,
+        }
+    result["second_observer"] = fov_scores([m.astype(np.float32) for m in second], truths, fovs) | {
+        "auc": None
+    }
+    from biounet.checkpoint import load_any
+
+    ckpt = load_any(ck)
+    val = json.loads((run / "val" / "summary.json").read_text())
+    result.update(
+        settings={"preset": PRESET, "image_size": size, "epochs": epochs, "val_fraction": 0.2},
+        params=int(sum(p.numel() for p in ckpt.build().parameters())),
+        best_epoch=ckpt.extra.get("epoch"),
+        n_val=val["n_images"],
+        val_dice=val["labels"]["vessel"]["dice_mean"],
+        train_time_s=train_s,
+        literature_f1=LITERATURE_F1,
+    )
+    path = (work if a.quick else RESULTS) / "drive_vessels.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(result))
+    print(path.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
