@@ -107,3 +107,25 @@ def test_unreadable_files_are_reported_and_not_skipped_as_done(
     assert done == STEMS and skipped == [] and len(errors) == 1 and "broken.png" in errors[0]
     # tried again (and reported again) on the next run; the good ones are skipped
     assert run(checkpoint, images, out) == ([], STEMS, errors)
+
+
+def test_a_job_with_other_output_settings_is_refused_not_mixed_in(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second job into the same --out with another threshold (or TTA, or checkpoint) would skip
+    every image as done and leave the old masks: refused, naming the change; the same job with
+    another precision resumes; --overwrite redoes it under the new settings."""
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(checkpoint), "--out", str(out), str(images)]
+    assert main([*args, "--precision", "fp32"]) == 0
+    before = mtimes(out)
+    assert main([*args, "--precision", "fp32", "--threshold", "cup=0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds outputs of another predict job" in err
+    assert "label_thresholds [] -> [['cup', 0.2]]" in err and "--overwrite" in err
+    assert mtimes(out) == before  # nothing touched
+    assert main(args) == 0  # precision auto instead of fp32: other rounding only, resumes
+    assert "0 image(s) written" in capsys.readouterr().out
+    assert main([*args, "--threshold", "cup=0.2", "--overwrite"]) == 0
+    assert main([*args, "--threshold", "cup=0.2"]) == 0  # the new settings are the record now
+    assert "0 image(s) written" in capsys.readouterr().out.splitlines()[-1]

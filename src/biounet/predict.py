@@ -82,6 +82,7 @@ def predict_paths(
     if out_dir.is_file():
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep_settings(out_dir, output_settings(Path(checkpoint), opts, uncertainty), overwrite)
 
     def complete(stem: str) -> bool:
         return all(f.is_file() for f in output_files(out_dir, stem, pred.labels, uncertainty))
@@ -118,6 +119,67 @@ def predict_paths(
             ", ..." if len(doubtful) > 5 else "",
         )
     return done, skipped, errors
+
+
+SETTINGS_FILE = "predict_settings.json"
+# the options that change what predict writes (precision, backend, compile and memory reuse change
+# the numbers only within rounding, and a resumed job may switch them)
+OUTPUT_OPTIONS = (
+    "threshold", "label_thresholds", "tta", "tta_scales", "postprocess", "fit_ellipse", "input_kind"
+)  # fmt: skip
+
+
+def output_settings(
+    checkpoint: Path, opts: PredictOptions | None, uncertainty: bool
+) -> dict[str, Any]:
+    """What the outputs of a predict job depend on: the checkpoint file (path, size, time
+    written) and the options of ``OUTPUT_OPTIONS``, as JSON values."""
+    import dataclasses
+    import json
+
+    o = dataclasses.asdict(opts or PredictOptions())
+    path = Path(checkpoint).resolve()
+    stat = path.stat() if path.is_file() else None
+    return json.loads(
+        json.dumps(
+            {
+                "checkpoint": str(path),
+                "checkpoint_bytes": stat.st_size if stat else None,
+                "checkpoint_mtime_ns": stat.st_mtime_ns if stat else None,
+                **{k: o[k] for k in OUTPUT_OPTIONS},
+                "uncertainty": uncertainty,
+            }
+        )
+    )
+
+
+def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Record ``settings`` in ``out_dir``; BiounetError when the folder holds a job written with
+    other ones (its images would be skipped as done: a folder of mixed results), unless
+    ``overwrite``. A folder without the record (older jobs) is taken as it is."""
+    import json
+
+    path = out_dir / SETTINGS_FILE
+    if path.is_file() and not overwrite:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old == settings:
+            return  # the same job resumed: the record stays as it was
+        if old is not None:
+            diff = ", ".join(
+                f"{k} {old.get(k)!r} -> {settings.get(k)!r}"
+                for k in settings
+                if old.get(k) != settings.get(k)
+            )
+            raise BiounetError(
+                f"{out_dir}: holds outputs of another predict job ({diff}); its images would be "
+                "skipped as done: use --overwrite or another --out"
+            )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
 
 
 def predict_one(
