@@ -177,7 +177,7 @@ def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> N
                 f"{out_dir}: holds outputs of another predict job ({diff}); its images would be "
                 "skipped as done: use --overwrite or another --out"
             )
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(settings, indent=1))
     os.replace(tmp, path)
 
