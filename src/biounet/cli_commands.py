@@ -143,10 +143,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     init_process_group(dist)
+    finished = False
     try:
         out = fit(cfg, out, dist, resume=a.resume is not None)
+        finished = True
     finally:
-        destroy_process_group(dist)
+        destroy_process_group(dist, finished)
     if dist.is_main:
         print(
             f"run folder: {out} (best.pt, last.pt, metrics.csv, curves.png; report.html for one dataset folder)"

@@ -82,8 +82,15 @@ def init_process_group(d: Dist) -> None:
     )
 
 
-def destroy_process_group(d: Dist) -> None:
+def destroy_process_group(d: Dist, finished: bool = False) -> None:
+    """Leave the group. ``finished`` (every rank got through without an error): first wait for
+    all of them, so none tears gloo down while another still talks to it (a rank that left
+    early was seen to abort at exit, SIGABRT "terminate called without an active exception",
+    once in a CI run of the two-process test). After an error no rank waits: the others may
+    never arrive."""
     if d.enabled and td.is_initialized():
+        if finished:
+            td.barrier()
         td.destroy_process_group()
 
 
