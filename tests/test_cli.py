@@ -300,6 +300,7 @@ def test_predict_and_evaluate_flags_become_one_options_object() -> None:
         input_kind="crop",
         fast=False,
         tta_scales=(0.9, 1.0),
+        stored_thresholds=False,  # a --threshold given replaces the checkpoint's saved ones
     )
     e = parser().parse_args(
         ["evaluate", "--checkpoint", "m.pt", "--data", "d", "--out", "o", "--tta"]

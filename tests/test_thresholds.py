@@ -190,3 +190,57 @@ def test_choose_thresholds_refuses_an_em_model(tmp_path: Path, synthetic_data: P
     save_checkpoint(ck, build_model(cfg), cfg, ("membrane", "cell"), spec)
     with pytest.raises(BiounetError, match="membrane threshold"):
         choose_thresholds(ck, synthetic_data, "test", tmp_path / "o")
+
+
+def test_saved_thresholds_travel_with_the_checkpoint(
+    disc_cup_ck: Path, synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """choose-thresholds --save writes a checkpoint copy that predict and evaluate cut at the
+    chosen thresholds; a --threshold given replaces them; the weights are the source's; an
+    existing --save path is refused before any work."""
+    site = tmp_path / "site.pt"
+    args = ["--checkpoint", str(disc_cup_ck), "--data", str(synthetic_data), "--precision", "fp32"]
+    th = ["choose-thresholds", *args, "--split", "test", "--out", str(tmp_path / "th")]
+    assert main([*th, "--save", str(site)]) == 0
+    assert f"saved: {site}" in capsys.readouterr().out
+    r = json.loads((tmp_path / "th" / "thresholds.json").read_text())
+    chosen = {lb: c["threshold"] for lb, c in r["labels"].items()}
+    pred = make_predictor(site, PredictOptions(precision="fp32"))
+    assert pred.cuts == chosen
+    assert make_predictor(site, PredictOptions(label_thresholds=(("cup", 0.3),))).cuts == {
+        "disc": 0.5,
+        "cup": 0.3,
+    }  # given ones replace the saved ones
+    assert make_predictor(site, PredictOptions(stored_thresholds=False)).cuts == {
+        "disc": 0.5,
+        "cup": 0.5,
+    }
+    img = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    base = make_predictor(disc_cup_ck, PredictOptions(precision="fp32")).predict(img)
+    np.testing.assert_array_equal(pred.predict(img).prob, base.prob)  # same weights
+    ev = ["evaluate", *args[2:], "--checkpoint", str(site), "--split", "test"]
+    assert main([*ev, "--out", str(tmp_path / "e1")]) == 0
+    assert json.loads((tmp_path / "e1/summary.json").read_text())["label_thresholds"] == chosen
+    assert main([*ev, "--out", str(tmp_path / "e2"), "--threshold", "0.5"]) == 0
+    s2 = json.loads((tmp_path / "e2/summary.json").read_text())
+    assert s2["label_thresholds"] == {"disc": 0.5, "cup": 0.5}
+    capsys.readouterr()
+    assert main([*th, "--save", str(site)]) != 0
+    assert f"{site}: exists" in capsys.readouterr().err
+
+
+def test_a_pipeline_keeps_saved_thresholds_in_its_settings(
+    synthetic_data: Path, tmp_path: Path, tiny_fundus
+) -> None:
+    from biounet.checkpoint import load_any, save_with_thresholds, stored_thresholds
+    from biounet.fundus.pipeline import fit_fundus
+
+    ck = fit_fundus(tiny_fundus(synthetic_data), tmp_path / "run")
+    site = tmp_path / "site.pt"
+    save_with_thresholds(ck, site, {"cup": 0.2}, "by hand")
+    loaded = load_any(site)
+    assert stored_thresholds(loaded) == {"cup": 0.2}
+    assert loaded.settings["label_thresholds_chosen"] == "by hand"
+    assert stored_thresholds(load_any(ck)) == {}
+    pred = make_predictor(site, PredictOptions(precision="fp32"))
+    assert pred.cuts == {"disc": 0.5, "cup": 0.2} and pred.inner.cuts == pred.cuts

@@ -131,11 +131,14 @@ def as_image(image: np.ndarray | str | Path) -> np.ndarray:
 
 
 def split_threshold(
-    threshold: float | Mapping[str, float],
+    threshold: float | Mapping[str, float] | None,
 ) -> tuple[float, tuple[tuple[str, float], ...]]:
     """``threshold`` of ``load_model``/``evaluate`` -> (threshold, per-label pairs): a number, or
-    {label: threshold} (labels not named at 0.5). ValueError outside (0, 1)."""
-    if isinstance(threshold, Mapping):
+    {label: threshold} (labels not named at 0.5), or None (0.5; the checkpoint's saved ones
+    apply). ValueError outside (0, 1)."""
+    if threshold is None:
+        base, pairs = 0.5, ()
+    elif isinstance(threshold, Mapping):
         base, pairs = 0.5, tuple(threshold.items())
     else:
         base, pairs = float(threshold), ()
@@ -147,7 +150,7 @@ def split_threshold(
 
 def load_model(
     checkpoint: str | Path,
-    threshold: float | Mapping[str, float] = 0.5,
+    threshold: float | Mapping[str, float] | None = None,
     precision: str = "auto",
     tta: bool = False,
     postprocess: bool = True,
@@ -161,7 +164,8 @@ def load_model(
 
     ``threshold``: probability above which a pixel is in a mask; or per label, e.g.
     ``{"cup": 0.3}`` (the labels not named at 0.5; ``biounet choose-thresholds`` chooses them
-    on labelled images). ``precision``: ``"auto"`` (bf16 where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
+    on labelled images); None: the thresholds saved in the checkpoint by ``choose-thresholds
+    --save``, else 0.5. ``precision``: ``"auto"`` (bf16 where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
     checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
     the disc; ellipses fitted to disc and cup). ``tta_scales`` (fundus pipelines): the ROI sizes
@@ -182,6 +186,7 @@ def load_model(
         precision=precision,
         threshold=base,
         label_thresholds=pairs,
+        stored_thresholds=threshold is None,
         tta=tta,
         postprocess=postprocess,
         fit_ellipse=fit_ellipse,
@@ -246,7 +251,7 @@ def evaluate(
     data: str | Path,
     split: str | None = None,
     out_dir: str | Path | None = None,
-    threshold: float | Mapping[str, float] = 0.5,
+    threshold: float | Mapping[str, float] | None = None,
     precision: str = "auto",
     tta: bool = False,
     postprocess: bool = True,
@@ -281,6 +286,7 @@ def evaluate(
             precision=precision,
             threshold=base,
             label_thresholds=pairs,
+            stored_thresholds=threshold is None,
             tta=tta,
             postprocess=postprocess,
             tta_scales=tta_scales,

@@ -180,3 +180,24 @@ def load_any(path: Path) -> Checkpoint | PipelineCheckpoint:
         )
     parts = {k: payload_to_checkpoint(v, f"{path} [{k}]") for k, v in parts_in.items()}
     return PipelineCheckpoint(parts, payload.get("settings", {}))
+
+
+def stored_thresholds(ck: Checkpoint | PipelineCheckpoint) -> dict[str, float]:
+    """The per-label thresholds saved in ``ck`` by ``choose-thresholds --save`` ({} if none):
+    a single model keeps them in its ``extra``, a pipeline in its ``settings``."""
+    where = ck.settings if isinstance(ck, PipelineCheckpoint) else ck.extra
+    return {str(k): float(v) for k, v in (where.get("label_thresholds") or {}).items()}
+
+
+def save_with_thresholds(src: Path, dst: Path, thresholds: dict[str, float], note: str) -> None:
+    """A copy of the checkpoint at ``src`` (a file or run folder) at ``dst`` with ``thresholds``
+    (label -> threshold) as the ones predict and evaluate cut at unless given others, and
+    ``note`` saying how they were chosen. The weights are copied as they are."""
+    payload = read_payload(src)
+    where = "settings" if payload["format"] == PIPELINE_FORMAT else "extra"
+    payload[where] = {
+        **payload.get(where, {}),
+        "label_thresholds": {k: float(v) for k, v in thresholds.items()},
+        "label_thresholds_chosen": note,
+    }
+    atomic_torch_save(payload, Path(dst))

@@ -91,10 +91,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold",
         type=threshold_arg,
-        default=(0.5, ()),
+        default=None,
         metavar="T | LABEL=T,...",
-        help="probability threshold (default 0.5); per label too, e.g. cup=0.3 or 0.5,cup=0.3 "
-        "(biounet choose-thresholds chooses them on labelled images)",
+        help="probability threshold (default: those saved in the checkpoint by choose-thresholds "
+        "--save, else 0.5); per label too, e.g. cup=0.3 or 0.5,cup=0.3",
     )
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     p.add_argument(
@@ -387,6 +387,14 @@ def parser() -> argparse.ArgumentParser:
         "--threshold value for predict and evaluate. Writes thresholds.json.",
     )
     add_labelled_data(th, "train")
+    th.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        metavar="CK",
+        help="also write a copy of the checkpoint that predict and evaluate cut at the chosen "
+        "thresholds (unless given --threshold)",
+    )
     add_common(th)
     th.set_defaults(func=cmd_thresholds)
 

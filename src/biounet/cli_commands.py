@@ -226,8 +226,9 @@ def predict_options(a: argparse.Namespace) -> PredictOptions:
 
     return PredictOptions(
         precision=a.precision,
-        threshold=a.threshold[0],
-        label_thresholds=a.threshold[1],
+        threshold=a.threshold[0] if a.threshold else 0.5,
+        label_thresholds=a.threshold[1] if a.threshold else (),
+        stored_thresholds=a.threshold is None,  # a --threshold replaces the saved ones
         tta=a.tta,
         postprocess=not a.no_postprocess,
         fit_ellipse=a.ellipse,
@@ -261,10 +262,16 @@ def cmd_thresholds(a: argparse.Namespace) -> int:
     from biounet.thresholds import choose_thresholds, format_choice
 
     r = choose_thresholds(
-        a.checkpoint, a.data, a.split, a.out, predict_options(a), invert_masks=a.invert_masks or ()
+        a.checkpoint,
+        a.data,
+        a.split,
+        a.out,
+        predict_options(a),
+        invert_masks=a.invert_masks or (),
+        save=a.save,
     )
     print(format_choice(r))
-    print(f"wrote {a.out}/thresholds.json")
+    print(f"wrote {a.out}/thresholds.json" + (f" and {a.save}" if a.save else ""))
     return 0
 
 

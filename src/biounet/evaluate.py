@@ -115,7 +115,8 @@ def evaluate_checkpoint(
         "split": split,
         "n_images": len(samples),
         "threshold": opts.threshold,
-        "label_thresholds": opts.cuts(pred.labels),
+        # what each label's masks were cut at (given, or saved in the checkpoint)
+        "label_thresholds": getattr(pred, "cuts", None) or opts.cuts(pred.labels),
         "tta": opts.tta,
         # fundus pipelines: the ROI sizes averaged (see make_predictor); None for other models
         "tta_scales": list(pred.inner.tta_scales)

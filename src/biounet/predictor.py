@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any
+from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any, stored_thresholds
 from biounet.errors import BiounetError
 from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
@@ -48,7 +49,8 @@ class PredictOptions:
     malloc as it is (``biounet.memory``). ``label_thresholds``: (label, threshold) pairs that cut
     those labels' final masks instead of ``threshold`` (e.g. a cup threshold chosen by ``biounet
     choose-thresholds`` on labelled images of the site); a fundus pipeline still places its crop with
-    ``threshold``."""
+    ``threshold``. ``stored_thresholds``: where ``label_thresholds`` is empty, cut at the
+    thresholds saved in the checkpoint by ``choose-thresholds --save`` (if it has them)."""
 
     precision: str = "auto"
     threshold: float = 0.5
@@ -62,6 +64,7 @@ class PredictOptions:
     compile: bool = False
     reuse_memory: str = "auto"
     label_thresholds: tuple[tuple[str, float], ...] = ()
+    stored_thresholds: bool = True
 
     def cuts(self, labels: tuple[str, ...] | list[str]) -> dict[str, float]:
         """The threshold that cuts each of ``labels``' masks; BiounetError for a label of
@@ -175,7 +178,7 @@ class FundusPipelinePredictor:
             o.tta_scales,
         )
         self.labels = self.inner.labels
-        inner.cuts = o.cuts(self.labels)
+        self.cuts = inner.cuts = o.cuts(self.labels)
         inner.device, inner.precision = backend_device_precision(o.backend, o.precision)
         run = lambda c, m: runnable(  # noqa: E731
             c, m, inner.device, inner.precision, o.backend, o.fast, o.compile
@@ -256,6 +259,14 @@ def make_predictor(
         )
     check_reuse_memory(o.reuse_memory)  # before the checkpoint is read
     ck = load_any(path)
+    stored = stored_thresholds(ck) if o.stored_thresholds and not o.label_thresholds else {}
+    if stored:
+        o = dataclasses.replace(o, label_thresholds=tuple(stored.items()))
+        log.info(
+            "%s: masks cut at its saved thresholds %s (a --threshold replaces them)",
+            path,
+            ", ".join(f"{lb}={t:g}" for lb, t in stored.items()),
+        )
     reuse_memory(o.reuse_memory, pick_device().type if o.backend == "torch" else "cpu")
     if isinstance(ck, PipelineCheckpoint):
         return FundusPipelinePredictor(ck, o)

@@ -149,13 +149,16 @@ def choose_thresholds(
     grid: Sequence[float] = GRID,
     invert_masks: tuple[str, ...] = (),
     stems: Sequence[str] | None = None,
+    save: Path | None = None,
 ) -> dict[str, Any]:
     """Predict the split's images once and choose each label's threshold (see the module's
     docstring); writes ``thresholds.json`` into ``out_dir`` and returns it. ``opts``: how the
     checkpoint runs (TTA, post-processing, ellipse fit; its ``threshold`` is the default the
     choice is compared with and, for fundus pipelines, the one that places the crop).
     ``invert_masks``: labels whose masks are stored inverted (default: as in training).
-    ``stems``: only these images of the split (e.g. the few labelled images a site has)."""
+    ``stems``: only these images of the split (e.g. the few labelled images a site has).
+    ``save``: also write a copy of the checkpoint there that predict and evaluate cut at the
+    chosen thresholds unless given others (a new file: an existing one is refused)."""
     opts = opts or PredictOptions()
     if opts.label_thresholds:
         raise BiounetError("choose-thresholds: give --threshold as one number (the default)")
@@ -167,6 +170,8 @@ def choose_thresholds(
         raise BiounetError(f"{root}: not a dataset folder (images/, masks/)")
     if Path(out_dir).is_file():
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
+    if save is not None and Path(save).exists():
+        raise BiounetError(f"{save}: exists; --save writes a new checkpoint file, choose another")
     if split is None:
         split = "train" if read_splits(root) else "all"
     pred = make_predictor(checkpoint, opts)
@@ -206,6 +211,16 @@ def choose_thresholds(
         "labels": chosen,
         "flag": threshold_flag(chosen),
     }
+    if save is not None:
+        from biounet.checkpoint import save_with_thresholds
+
+        note = (
+            f"choose-thresholds: mean Dice on {len(samples)} images of {root} (split {split}), "
+            f"tta {opts.tta}, ellipse {opts.fit_ellipse}"
+        )
+        cuts = {lb: c["threshold"] for lb, c in chosen.items()}
+        save_with_thresholds(Path(checkpoint), Path(save), cuts, note)
+        result["saved"] = str(save)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "thresholds.json").write_text(json.dumps(result, indent=1))
@@ -229,7 +244,11 @@ def format_choice(r: dict[str, Any]) -> str:
         lines.append(
             f"{lb:<12}{c['dice_at_default']:>10.4f}{c['dice']:>10.4f}{c['threshold']:>11g}"
         )
-    lines.append(f"use: --threshold {r['flag']}")
+    lines.append(
+        f"saved: {r['saved']} (predict and evaluate cut it at these unless given --threshold)"
+        if r.get("saved")
+        else f"use: --threshold {r['flag']} (or --save a checkpoint that keeps them)"
+    )
     ends = [lb for lb, c in r["labels"].items() if c["threshold"] in (r["grid"][0], r["grid"][-1])]
     if ends:
         lines.append(
