@@ -167,19 +167,20 @@ class FundusPipelinePredictor:
         from biounet.fundus.pipeline import FundusPredictor
 
         o = opts
+        device, precision = backend_device_precision(o.backend, o.precision)
         self.inner = inner = FundusPredictor(
             ck,
-            o.precision,
+            precision,
             o.tta,
             o.postprocess,
             o.fit_ellipse,
             o.threshold,
             o.input_kind,
             o.tta_scales,
+            device=device,
         )
         self.labels = self.inner.labels
         self.cuts = inner.cuts = o.cuts(self.labels)
-        inner.device, inner.precision = backend_device_precision(o.backend, o.precision)
         run = lambda c, m: runnable(  # noqa: E731
             c, m, inner.device, inner.precision, o.backend, o.fast, o.compile
         )

@@ -265,8 +265,11 @@ class FundusPredictor:
         threshold: float = 0.5,
         input_kind: str = "auto",
         tta_scales: tuple[float, ...] | None = None,
+        device: torch.device | None = None,
     ) -> None:
-        self.device = pick_device()
+        # ``device``: where the networks run (FundusPipelinePredictor passes the CPU for ONNX
+        # Runtime); default the GPU when there is one
+        self.device = device or pick_device()
         self.precision = resolve_precision(precision, self.device)
         names = sorted(k for k in ck.parts if k.startswith("roi"))
         self.members = [(ck.parts[n.replace("roi", "locator")], ck.parts[n]) for n in names]
