@@ -225,6 +225,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--image-size", type=positive_int, help="side of the square the network sees")
+    t.add_argument(
+        "--patch-size",
+        type=positive_int,
+        default=None,
+        help="train on random square crops of this side from the --image-size images (as many "
+        "pixels per epoch; validation and prediction on whole images); for thin structures",
+    )
     t.add_argument("--lr", type=positive_float)
     t.add_argument(
         "--lr-schedule",

@@ -67,6 +67,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         augment=not a.no_augment,
         camera_augment=a.camera_augment,
         colour_augment=a.colour_augment,
+        patch_size=a.patch_size or 0,
     )
     train = TrainConfig(
         epochs=pick(a.epochs, "epochs"),
@@ -123,6 +124,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.pipeline == "fundus":
         if a.resume:
             raise BiounetError("--resume: not available with --pipeline fundus")
+        if a.patch_size:
+            raise BiounetError(
+                "--patch-size: not with --pipeline fundus (its crop model trains on disc crops)"
+            )
         if a.out is not None:
             refuse_existing_run(a.out, resumable=False)
         return train_fundus(a)

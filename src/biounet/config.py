@@ -61,6 +61,10 @@ class DataConfig:
     ``train_stems``: when set, only these stems of the training split are used (cross-validation
     folds select images this way, without copying data); the validation images are then a
     ``val_fraction`` of them, and a splits.json "val" list is not used.
+    ``patch_size``: 0 trains on the whole ``image_size`` images; else on random square crops of
+    that side from them (``biounet.train_data.patches_per_image`` per image and epoch, so an
+    epoch sees as many pixels), more and smaller steps for thin structures on large images.
+    Validation and prediction still run whole images (the U-Net is fully convolutional).
     """
 
     root: str = ""
@@ -73,6 +77,7 @@ class DataConfig:
     train_stems: tuple[str, ...] = ()
     camera_augment: bool = False
     colour_augment: bool = False
+    patch_size: int = 0
 
 
 CHECKPOINTING_SCOPES = ("off", "top", "all")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -38,7 +37,7 @@ from biounet.metrics import binary_scores
 from biounet.models import build_model, count_parameters
 from biounet.optim import backward_step, grad_scaler, make_adam
 from biounet.runlock import run_lock
-from biounet.train_data import Batch, array_batches, prepare_data
+from biounet.train_data import Batch, array_batches, n_batches, prepare_data
 from biounet.train_state import TrainState, capture, check_free_space, checkpoint_bytes, restore
 
 log = logging.getLogger(__name__)
@@ -160,12 +159,12 @@ def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False
     with run_lock(out_dir) if dist.is_main else nullcontext():  # one process per run folder
         if dist.is_main:
             cfg.save_yaml(Path(out_dir) / "config.yaml")
-        n_batches = math.ceil(len(data.train) / cfg.train.batch_size)
+        batches = n_batches(data.train, cfg)
         log.info("%d train / %d val images; labels %s", len(data.train), len(data.val), data.labels)
         train_loop(
             cfg,
             lambda: array_batches(data.train, cfg, gen, dist),
-            n_batches,
+            batches,
             data.val,
             Path(out_dir),
             preprocess_spec(cfg.data.image_size, data.in_channels),

@@ -25,7 +25,7 @@ from biounet.data.folder import (
     select_stems,
 )
 from biounet.data.io import read_image
-from biounet.data.sources import batch_order, is_spec, read_spec
+from biounet.data.sources import batch_order, draw_order, is_spec, read_spec
 from biounet.data.transforms import AugmentParams, augment_batch
 from biounet.dist import SINGLE, Dist, epoch_order, rank_slice
 from biounet.errors import BiounetError
@@ -99,6 +99,7 @@ def _split_folder(
 
 def prepare_data(cfg: RunConfig) -> Prepared:
     """In-memory train and val arrays at the network's resolution (see ``split_samples``)."""
+    check_patch_size(cfg)
     tr_s, val_s, labels = split_samples(cfg)
     check_invert(cfg.data.invert_masks, labels)
     channels = cfg.model.in_channels or read_image(tr_s[0].image).shape[-1]
@@ -114,20 +115,65 @@ def holds_out(train: list[Sample], val: list[Sample]) -> bool:
     return not {s.image for s in val} <= {s.image for s in train}
 
 
+def patches_per_image(image_size: int, patch_size: int) -> int:
+    """Crops drawn per image and epoch with ``patch_size`` (0: whole images, 1): enough that an
+    epoch sees as many pixels as the whole images hold, ceil(image_size**2 / patch_size**2)."""
+    return -(-(image_size**2) // patch_size**2) if patch_size else 1
+
+
+def check_patch_size(cfg: RunConfig) -> None:
+    """BiounetError for a patch size the model cannot take or the images cannot give."""
+    p, size = cfg.data.patch_size, cfg.data.image_size
+    step = 2 ** int(cfg.model.depth)
+    if p and (p < 0 or p > size or p % step):
+        raise BiounetError(
+            f"--patch-size {p}: must be at most --image-size ({size}) and a multiple of {step} "
+            f"(2 ** the model's depth {cfg.model.depth})"
+        )
+
+
+def n_batches(data: ArrayDataset, cfg: RunConfig) -> int:
+    """Batches per epoch of ``array_batches``."""
+    k = patches_per_image(cfg.data.image_size, cfg.data.patch_size)
+    return -(-len(data) * k // cfg.train.batch_size)
+
+
 def array_batches(
     data: ArrayDataset, cfg: RunConfig, gen: torch.Generator, dist: Dist = SINGLE
 ) -> Iterator[Batch]:
     """Seeded random order over ``data``; augmented (x in [0, 1], y in {0, 1}) float batches.
-    Distributed: every rank draws and augments the same global batch and keeps its own slice."""
-    n, bs = len(data), cfg.train.batch_size
-    order = epoch_order(batch_order(data.weights, n, bs, gen), dist)
+    With ``cfg.data.patch_size`` each image is drawn ``patches_per_image`` times per epoch and
+    each draw is a random crop of that side. Distributed: every rank draws and augments the same
+    global batch and keeps its own slice."""
+    n, bs, p = len(data), cfg.train.batch_size, cfg.data.patch_size
+    k = patches_per_image(cfg.data.image_size, p)
+    if k == 1:
+        order = batch_order(data.weights, n, bs, gen)
+    else:
+        order = torch.cat([draw_order(data.weights, n, gen) for _ in range(k)])
+        order = order[:-1] if len(order) % bs == 1 and len(order) > bs else order
+    order = epoch_order(order, dist)
     aug = AugmentParams() if cfg.data.augment else None
     for i in range(0, len(order), bs):
         idx = order[i : i + bs]
         img, mask = data.images[idx], data.masks[idx]
+        if p:
+            img, mask = random_crops(img, mask, p, gen)
         if aug is not None:
             x, y = augment_batch(img, mask, aug, gen)
         else:
             x, y = img.float() / 255.0, mask.float()
         x = appearance_augment(x, gen, cfg.data.camera_augment, cfg.data.colour_augment)
         yield rank_slice(x, dist), rank_slice(y, dist)
+
+
+def random_crops(
+    img: torch.Tensor, mask: torch.Tensor, side: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, S, S) images and (B, L, S, S) masks -> the same random ``side`` x ``side`` window of
+    each image and its masks (one window per image)."""
+    size = img.shape[-1]
+    corners = torch.randint(0, size - side + 1, (len(img), 2), generator=gen).tolist()
+    crops = [(i[:, y : y + side, x : x + side], m[:, y : y + side, x : x + side])
+             for i, m, (y, x) in zip(img, mask, corners, strict=True)]  # fmt: skip
+    return torch.stack([c[0] for c in crops]), torch.stack([c[1] for c in crops])
