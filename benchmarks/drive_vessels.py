@@ -77,42 +77,72 @@ def predict_test(ck: Path, root: Path, stems: list[str], tta: bool) -> tuple[lis
     return probs, statistics.median(times)
 
 
+VARIANT_KEYS = (
+    "test", "test_tta", "settings", "params", "best_epoch", "n_val", "val_dice", "train_time_s",
+    "commit",
+)  # fmt: skip
+
+
+def variant_name(patch_size: int) -> str:
+    return f"patch{patch_size}" if patch_size else "whole"
+
+
+def merged(old: dict[str, Any], name: str, variant: dict[str, Any]) -> dict[str, Any]:
+    """The results with ``variant`` under ``name`` beside the variants already in ``old`` (a file
+    written before variants existed is its "whole" variant); the one of highest validation Dice
+    (held-out training images) is chosen and copied to the top level."""
+    variants = dict(old.get("variants") or {})
+    if not variants and "test" in old:
+        variants["whole"] = {k: old[k] for k in VARIANT_KEYS if k in old}
+        variants["whole"].setdefault("commit", old.get("commit"))
+    variants[name] = variant
+    chosen = max(variants, key=lambda v: variants[v]["val_dice"])
+    return {**variants[chosen], "variants": variants, "chosen_by_validation": chosen}
+
+
 def markdown(r: dict[str, Any]) -> str:
     cols = ("accuracy", "sensitivity", "specificity", "f1", "auc", "f1_per_image_mean")
-    rows = [
-        ("biounet, no TTA", r["test"]["fov"]),
-        ("biounet, flip TTA", r["test_tta"]["fov"]),
-        ("second observer vs first", r["second_observer"]),
-    ]
+    rows = []
+    for name, v in r["variants"].items():
+        mark = " (chosen)" if name == r["chosen_by_validation"] else ""
+        rows.append((f"{name}{mark}, no TTA", v["val_dice"], v["test"]["fov"]))
+        rows.append((f"{name}{mark}, flip TTA", v["val_dice"], v["test_tta"]["fov"]))
+    rows.append(("second observer vs first", None, r["second_observer"]))
+    c = r["variants"][r["chosen_by_validation"]]
     out = [
         "# Retinal vessels (DRIVE) with the generic U-Net",
         "",
         f"Machine: {r['machine']}. Commit: `{r['commit']}`. Command: "
-        "`python benchmarks/drive_vessels.py`"
+        "`python benchmarks/drive_vessels.py [--patch-size P]`"
         + (" (--quick: tiny budget, numbers meaningless)" if r["quick"] else "")
         + ".",
         "",
-        f"`{r['settings']['preset']}` preset ({r['params']:,} parameters), whole images at "
-        f"{r['settings']['image_size']} px, {r['settings']['epochs']} epochs, best epoch "
-        f"{r['best_epoch']} by Dice on {r['n_val']} held-out training images; trained in "
-        f"{r['train_time_s']:.0f} s; prediction {r['test']['predict_s_per_image']:.3f} s per "
-        f"image ({r['test_tta']['predict_s_per_image']:.3f} s with TTA). "
-        f"{r['test']['n_images']} test images, first observer; inside the field of view, all pixels pooled, threshold 0.5 (AUC: of the "
-        "probabilities).",
+        f"`{c['settings']['preset']}` preset ({c['params']:,} parameters), whole images at "
+        f"{c['settings']['image_size']} px, {c['settings']['epochs']} epochs; variants: whole "
+        "images, or random square crops of them (`--patch-size`, as many pixels per epoch); the "
+        f"best epoch of each by Dice on {c['n_val']} held-out training images, and the variant "
+        "by the same validation Dice (chosen before the test images were scored). "
+        f"{c['test']['n_images']} test images, first observer; inside the field of view, all "
+        "pixels pooled, threshold 0.5 (AUC: of the probabilities).",
         "",
-        "| | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
+        "| | val Dice | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
     ]
-    for name, m in rows:
+    for name, val, m in rows:
         out.append(
-            f"| {name} | "
-            + " | ".join("-" if m.get(c) is None else f"{m[c]:.4f}" for c in cols)
+            f"| {name} | {'-' if val is None else format(val, '.4f')} | "
+            + " | ".join("-" if m.get(k) is None else f"{m[k]:.4f}" for k in cols)
             + " |"
         )
+    out += ["", "| variant | train s | best epoch | s per image (TTA) | evaluate Dice (TTA) |"]
+    out += ["|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        out.append(
+            f"| {name} | {v['train_time_s']:.0f} | {v['best_epoch']} | "
+            f"{v['test']['predict_s_per_image']:.3f} ({v['test_tta']['predict_s_per_image']:.3f}) | "
+            f"{v['test']['dice_mean']:.4f} ({v['test_tta']['dice_mean']:.4f}) |"
+        )
     out += [
-        "",
-        f"biounet evaluate (whole image, per-image mean Dice): {r['test']['dice_mean']:.4f} "
-        f"(TTA {r['test_tta']['dice_mean']:.4f}).",
         "",
         "For scale, published U-Net variants' F1 on these test images: "
         + ", ".join(f"{k} {v:.4f}" for k, v in LITERATURE_F1.items())
@@ -126,16 +156,25 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "drive")
     ap.add_argument("--work", type=Path, default=Path("/tmp/biounet_bench_drive"))
     ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--patch-size", type=int, default=0, help="train on crops of this side")
     ap.add_argument("--quick", action="store_true", help="2 epochs at 128 px, 4 test images")
     a = ap.parse_args()
     root = require(a.data)
     size, epochs = (128, 2) if a.quick else (SIZE, a.epochs)
+    patch = min(a.patch_size, 64) if a.quick and a.patch_size else a.patch_size
+    name = variant_name(patch)
     work = a.work.with_name(a.work.name + "_quick") if a.quick else a.work
-    run = work / "run"
+    suffix = "" if name == "whole" else f"_{name}"
+    run = work / f"run{suffix}"
     t0 = time.perf_counter()
     if not (run / "best.pt").is_file():
         cfg = {
-            "data": {"root": str(root), "labels": ["vessel"], "image_size": size},
+            "data": {
+                "root": str(root),
+                "labels": ["vessel"],
+                "image_size": size,
+                "patch_size": patch,
+            },
             "train": {"epochs": epochs},
             "preset": PRESET,
         }
@@ -146,37 +185,45 @@ def main() -> None:
     truths = [read_mask(root / "masks" / "vessel" / f"{s}.png") > 0 for s in stems]
     fovs = [read_mask(root / "masks" / "fov" / f"{s}.png") > 0 for s in stems]
     second = [read_mask(root / "masks" / "vessel_observer2" / f"{s}.png") > 0 for s in stems]
-    result: dict[str, Any] = {"commit": git_commit(), "machine": machine(), "quick": a.quick}
+    variant: dict[str, Any] = {"commit": git_commit()}
     ck = run / "best.pt"
     for key, tta in (("test", False), ("test_tta", True)):
         probs, s_per_image = predict_test(ck, root, stems, tta)
         summary = evaluate_checkpoint(
-            ck, root, "test", work / f"eval_{key}", PredictOptions(tta=tta), stems=stems,
-            report=False,
+            ck, root, "test", work / f"eval_{key}{suffix}", PredictOptions(tta=tta),
+            stems=stems, report=False,
         )  # fmt: skip
-        result[key] = {
+        variant[key] = {
             "n_images": len(stems),
             "fov": fov_scores(probs, truths, fovs),
             "dice_mean": summary["labels"]["vessel"]["dice_mean"],
             "predict_s_per_image": s_per_image,
         }
-    result["second_observer"] = fov_scores([m.astype(np.float32) for m in second], truths, fovs) | {
-        "auc": None
-    }
     from biounet.checkpoint import load_any
 
     ckpt = load_any(ck)
     val = json.loads((run / "val" / "summary.json").read_text())
-    result.update(
-        settings={"preset": PRESET, "image_size": size, "epochs": epochs, "val_fraction": 0.2},
+    variant.update(
+        settings={
+            "preset": PRESET, "image_size": size, "epochs": epochs, "val_fraction": 0.2,
+            "patch_size": patch,
+        },
         params=int(sum(p.numel() for p in ckpt.build().parameters())),
         best_epoch=ckpt.extra.get("epoch"),
         n_val=val["n_images"],
         val_dice=val["labels"]["vessel"]["dice_mean"],
         train_time_s=train_s,
-        literature_f1=LITERATURE_F1,
-    )
+    )  # fmt: skip
     path = (work if a.quick else RESULTS) / "drive_vessels.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    result = merged(old, name, variant) | {
+        "commit": git_commit(),
+        "machine": machine(),
+        "quick": a.quick,
+        "second_observer": fov_scores([m.astype(np.float32) for m in second], truths, fovs)
+        | {"auc": None},
+        "literature_f1": LITERATURE_F1,
+    }
     path.write_text(json.dumps(result, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(result))
     print(path.with_suffix(".md").read_text())
