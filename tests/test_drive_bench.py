@@ -45,18 +45,33 @@ def test_fov_scores_pool_field_of_view_pixels_only() -> None:
     assert s["auc"] == pytest.approx(pairs / 15)
 
 
-def test_page_has_the_three_rows_and_the_settings() -> None:
-    fov = {"accuracy": 0.95, "sensitivity": 0.8, "specificity": 0.97, "f1": 0.81, "auc": 0.97,
+def variant(val: float, f1: float) -> dict:
+    fov = {"accuracy": 0.95, "sensitivity": 0.8, "specificity": 0.97, "f1": f1, "auc": 0.97,
            "f1_per_image_mean": 0.8}  # fmt: skip
-    r = {
-        "machine": "m", "commit": "c", "quick": False, "params": 1000, "best_epoch": 9,
-        "n_val": 4, "train_time_s": 60.0,
-        "settings": {"preset": "small", "image_size": 576, "epochs": 10},
+    return {
+        "commit": "c", "params": 1000, "best_epoch": 9, "n_val": 4, "train_time_s": 60.0,
+        "val_dice": val, "settings": {"preset": "small", "image_size": 576, "epochs": 10},
         "test": {"fov": fov, "dice_mean": 0.8, "predict_s_per_image": 0.1, "n_images": 20},
         "test_tta": {"fov": fov, "dice_mean": 0.81, "predict_s_per_image": 0.3, "n_images": 20},
-        "second_observer": {**fov, "auc": None},
     }  # fmt: skip
+
+
+def test_the_variant_of_the_best_validation_dice_is_reported() -> None:
+    """A results file from before variants is read as the "whole" variant; the variant of the
+    higher validation Dice is copied to the top level, whatever its test F1."""
+    old = {**variant(0.70, 0.79), "machine": "m"}
+    r = dv.merged(old, "patch192", variant(0.72, 0.75))
+    assert set(r["variants"]) == {"whole", "patch192"}
+    assert r["chosen_by_validation"] == "patch192" and r["test"]["fov"]["f1"] == 0.75
+    r2 = dv.merged(r, "patch128", variant(0.60, 0.90))
+    assert r2["chosen_by_validation"] == "patch192" and len(r2["variants"]) == 3
+
+
+def test_page_has_a_row_per_variant_and_the_human_reference() -> None:
+    r = dv.merged({}, "whole", variant(0.7, 0.81))
+    r |= {"machine": "m", "quick": False, "second_observer": {**variant(0, 0.79)["test"]["fov"],
+          "auc": None}}  # fmt: skip
     md = dv.markdown(r)
-    assert "| biounet, flip TTA | 0.9500 | 0.8000 | 0.9700 | 0.8100 | 0.9700 | 0.8000 |" in md
-    assert "| second observer vs first | 0.9500 | 0.8000 | 0.9700 | 0.8100 | - | 0.8000 |" in md
-    assert "whole images at 576 px, 10 epochs, best epoch 9 by Dice on 4 held-out" in md
+    assert "| whole (chosen), flip TTA | 0.7000 | 0.9500 | 0.8000 | 0.9700 | 0.8100 |" in md
+    assert "| second observer vs first | - | 0.9500 | 0.8000 | 0.9700 | 0.7900 | - |" in md
+    assert "whole images at 576 px, 10 epochs" in md and "| whole | 60 | 9 |" in md
