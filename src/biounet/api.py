@@ -23,7 +23,7 @@ import numpy as np
 
 from biounet.config import RunConfig
 from biounet.errors import BiounetError
-from biounet.predictor import Prediction, PredictOptions, make_predictor
+from biounet.predictor import Prediction, PredictOptions, check_thresholds, make_predictor
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,7 @@ def split_threshold(
         base, pairs = 0.5, tuple(threshold.items())
     else:
         base, pairs = float(threshold), ()
-    for name, t in [("threshold", base), *((f"threshold[{lb!r}]", v) for lb, v in pairs)]:
-        if not 0 < t < 1:
-            raise ValueError(f"{name}: must be in (0, 1), got {t}")
-    return base, tuple((str(lb), float(v)) for lb, v in pairs)
+    return check_thresholds(base, tuple((str(lb), float(v)) for lb, v in pairs))
 
 
 def load_model(
@@ -165,8 +162,8 @@ def load_model(
     ``threshold``: probability above which a pixel is in a mask; or per label, e.g.
     ``{"cup": 0.3}`` (the labels not named at 0.5; ``biounet choose-thresholds`` chooses them
     on labelled images); None: the thresholds saved in the checkpoint by ``choose-thresholds
-    --save``, else 0.5. ``precision``: ``"auto"`` (bf16 where the hardware has it), ``"bf16"``, ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of
-    checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
+    --save``, else 0.5. ``precision``: ``"auto"`` (bf16 where the hardware has it), ``"bf16"``,
+    ``"fp16"`` (CUDA) or ``"fp32"``. ``tta``: flip averaging (every kind of checkpoint; EM models average their 8 rotations / flips). ``postprocess`` and ``fit_ellipse``
     apply to the fundus pipeline (one component per structure with holes filled and the cup inside
     the disc; ellipses fitted to disc and cup). ``tta_scales`` (fundus pipelines): the ROI sizes
     averaged over, as factors of the found ROI's side (default with ``tta`` (0.8, 1.0, 1.25),

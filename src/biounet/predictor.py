@@ -100,10 +100,17 @@ def parse_thresholds(text: str) -> tuple[float, tuple[tuple[str, float], ...]]:
             raise ValueError(f"{part!r}: no label before '='")
         else:
             pairs[label.strip()] = t
-    for name, t in [("threshold", base), *((f"threshold {lb}", v) for lb, v in pairs.items())]:
+    return check_thresholds(base, tuple(pairs.items()))
+
+
+def check_thresholds(
+    base: float, pairs: tuple[tuple[str, float], ...]
+) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """(base, pairs) as given; ValueError naming the first threshold outside (0, 1)."""
+    for name, t in [("threshold", base), *((f"threshold {lb}", v) for lb, v in pairs)]:
         if not 0 < t < 1:
             raise ValueError(f"{name}: must be in (0, 1), got {t}")
-    return base, tuple(pairs.items())
+    return base, pairs
 
 
 class ModelPredictor:
