@@ -221,6 +221,11 @@ def test_saved_thresholds_travel_with_the_checkpoint(
     ev = ["evaluate", *args[2:], "--checkpoint", str(site), "--split", "test"]
     assert main([*ev, "--out", str(tmp_path / "e1")]) == 0
     assert json.loads((tmp_path / "e1/summary.json").read_text())["label_thresholds"] == chosen
+    shown = ", ".join(f"{lb} {t:g}" for lb, t in chosen.items() if t != 0.5)
+    assert shown  # the seeded untrained model's choice is not 0.5 for both labels
+    # the printed table and the report say what the masks were cut at
+    assert f"threshold 0.5 ({shown})" in capsys.readouterr().out
+    assert f"threshold 0.5 ({shown})" in (tmp_path / "e1/report.html").read_text()
     assert main([*ev, "--out", str(tmp_path / "e2"), "--threshold", "0.5"]) == 0
     s2 = json.loads((tmp_path / "e2/summary.json").read_text())
     assert s2["label_thresholds"] == {"disc": 0.5, "cup": 0.5}
@@ -244,3 +249,12 @@ def test_a_pipeline_keeps_saved_thresholds_in_its_settings(
     assert stored_thresholds(load_any(ck)) == {}
     pred = make_predictor(site, PredictOptions(precision="fp32"))
     assert pred.cuts == {"disc": 0.5, "cup": 0.2} and pred.inner.cuts == pred.cuts
+
+
+def test_threshold_text_names_the_labels_cut_elsewhere() -> None:
+    from biounet.evaluate import threshold_text
+
+    s = {"threshold": 0.5, "label_thresholds": {"disc": 0.5, "cup": 0.01}}
+    assert threshold_text(s) == "threshold 0.5 (cup 0.01)"
+    assert threshold_text({"threshold": 0.4, "label_thresholds": {"disc": 0.4}}) == "threshold 0.4"
+    assert threshold_text({"threshold": 0.5}) == "threshold 0.5"  # summaries from before

@@ -281,12 +281,10 @@ def cmd_thresholds(a: argparse.Namespace) -> int:
 
 
 def format_summary(s: dict) -> str:
-    cuts = s.get("label_thresholds") or {}
-    own = ", ".join(f"{lb} {t:g}" for lb, t in cuts.items() if t != s["threshold"])
+    from biounet.evaluate import threshold_text
+
     lines = [
-        f"{s['n_images']} images, split {s['split']}, threshold {s['threshold']}"
-        + (f" ({own})" if own else "")
-        + " (per-image mean ± std)",
+        f"{s['n_images']} images, split {s['split']}, {threshold_text(s)} (per-image mean ± std)",
         f"{'label':<12}{'Dice':>16}{'IoU':>16}{'precision':>12}{'recall':>10}{'BCE':>8}",
     ]
     for lb, m in s["labels"].items():

@@ -147,6 +147,13 @@ def evaluate_checkpoint(
     return summary
 
 
+def threshold_text(summary: dict[str, Any]) -> str:
+    """ "threshold 0.5", with the labels cut elsewhere: "threshold 0.5 (cup 0.01)"."""
+    cuts = summary.get("label_thresholds") or {}
+    own = ", ".join(f"{lb} {t:g}" for lb, t in cuts.items() if t != summary["threshold"])
+    return f"threshold {summary['threshold']}" + (f" ({own})" if own else "")
+
+
 def labelled_samples(
     pred: Any,
     checkpoint: Path,

@@ -282,9 +282,9 @@ def write_evaluation_report(
     }
     run_dir = checkpoint.parent if (checkpoint.parent / "curves.png").is_file() else None
     title = f"biounet evaluation: {checkpoint.name} on {Path(summary['data']).name}"
-    note = (
-        f"split {summary['split']}, {summary['n_images']} images, threshold {summary['threshold']}"
-    )
+    from biounet.evaluate import threshold_text
+
+    note = f"split {summary['split']}, {summary['n_images']} images, {threshold_text(summary)}"
     return write_report(out_dir / "report.html", title, config, out_dir, run_dir, note, numbers)
 
 
