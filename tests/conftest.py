@@ -67,3 +67,19 @@ def tiny_fundus() -> Callable[..., object]:
         return FundusConfig(data_root=str(data_root), precision="fp32", **{**small, **fields})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def disc_cup_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained, seeded disc + cup U-Net (base width 4, depth 2, 32 px) saved as a
+    checkpoint: for tests of predict and thresholds that need a model, not a good one."""
+    from biounet.checkpoint import save_checkpoint
+    from biounet.config import ModelConfig
+    from biounet.infer import preprocess_spec
+    from biounet.models import build_model
+
+    cfg = ModelConfig(in_channels=3, out_channels=2, base_width=4, depth=2)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "disc_cup.pt"
+    save_checkpoint(path, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(32, 3))
+    return path

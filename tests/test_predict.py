@@ -8,27 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from biounet.checkpoint import save_checkpoint
 from biounet.cli import main
-from biounet.config import ModelConfig
-from biounet.infer import preprocess_spec
-from biounet.models import build_model
 from biounet.predict import output_files, predict_paths
 from biounet.predictor import PredictOptions
 
 STEMS = ["a", "b", "c"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def checkpoint(disc_cup_checkpoint: Path) -> Path:
     """An untrained disc + cup model: predict writes measures.csv for it."""
-    cfg = ModelConfig(in_channels=3, out_channels=2, base_width=4, depth=2)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "disc_cup.pt"
-    save_checkpoint(path, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(32, 3))
-    return path
+    return disc_cup_checkpoint
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from biounet.api import load_model, split_threshold
 from biounet.checkpoint import save_checkpoint
@@ -123,13 +122,9 @@ def test_crop_box_keeps_every_foreground_pixel_with_a_margin() -> None:
     assert crop_box(np.zeros((1, 5, 5)), np.zeros((1, 5, 5)), 0.05) == (slice(0, 1), slice(0, 1))
 
 
-@pytest.fixture(scope="module")
-def disc_cup_ck(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = ModelConfig(in_channels=3, out_channels=2, base_width=4, depth=2)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "disc_cup.pt"
-    save_checkpoint(path, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(32, 3))
-    return path
+@pytest.fixture
+def disc_cup_ck(disc_cup_checkpoint: Path) -> Path:
+    return disc_cup_checkpoint
 
 
 def test_a_single_model_cuts_each_label_at_its_threshold(disc_cup_ck: Path) -> None:
