@@ -367,6 +367,13 @@ def select(args: argparse.Namespace, roots: dict[str, Path], t_start: float) -> 
     print((out / f"{name}.md").read_text())
 
 
+def eval_sets(roots: dict[str, Path]) -> dict[str, tuple[Path, Path | None]]:
+    """Each dataset of ``roots`` -> (its folder, its glaucoma labels file where it has one:
+    REFUGE's meta/labels.csv; Drishti-GS1 has none)."""
+    labels = {name: root / "meta" / "labels.csv" for name, root in roots.items()}
+    return {n: (roots[n], p if p.is_file() else None) for n, p in labels.items()}
+
+
 def site_thresholds(args: argparse.Namespace, roots: dict[str, Path]) -> None:
     """For each of ``--runs`` (already trained in ``--work``) and each dataset it was not trained
     on (its new site): disc and cup thresholds chosen by ``choose_thresholds`` on the first n of
@@ -385,8 +392,7 @@ def site_thresholds(args: argparse.Namespace, roots: dict[str, Path]) -> None:
         if not ck.is_file():
             raise SystemExit(f"{ck}: not found; train run {run} first (--runs {run})")
         for test in new_sites:
-            root = roots[test]
-            labels_csv = root / "meta" / "labels.csv"
+            root, labels_csv = eval_sets(roots)[test]
             train = read_splits(root)["train"]
             for n in SITE_SIZES if not args.quick else (3,):
                 logging.info("%s: thresholds on %d %s training images", run, n, test)
@@ -399,14 +405,7 @@ def site_thresholds(args: argparse.Namespace, roots: dict[str, Path]) -> None:
                     )
                 )
                 cuts = tuple((lb, c["threshold"]) for lb, c in chosen["labels"].items())
-                r = evaluate_run(
-                    ck,
-                    test,
-                    root,
-                    args.work,
-                    labels_csv if labels_csv.is_file() else None,
-                    cuts=cuts,
-                )
+                r = evaluate_run(ck, test, root, args.work, labels_csv, cuts=cuts)
                 site[f"{run}_to_{test}_{n}"] = {
                     "run": run,
                     "site": test,
@@ -467,10 +466,7 @@ def main() -> None:
         args.work = args.work.with_name(args.work.name + "_quick")
     roots = {"drishti": require(args.drishti), "refuge": require(args.refuge)}
     args.work.mkdir(parents=True, exist_ok=True)
-    tests = {
-        "drishti": (roots["drishti"], None),
-        "refuge": (roots["refuge"], roots["refuge"] / "meta" / "labels.csv"),
-    }
+    tests = eval_sets(roots)
     t_start = time.perf_counter()
     if args.crops_only:
         crops_only(args, roots)

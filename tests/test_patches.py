@@ -37,10 +37,19 @@ def test_crops_keep_image_and_masks_aligned() -> None:
     """Each pixel's value encodes its position (row * 16 + col) in the image's channels and in
     the masks' labels: a crop's image and masks hold the same positions, a contiguous window."""
     pos = torch.arange(256, dtype=torch.int64).reshape(16, 16)
-    img = torch.stack([pos, pos + 1]).expand(5, 2, 16, 16)
-    mask = torch.stack([pos, pos, pos]).expand(5, 3, 16, 16)
-    x, y = random_crops(img, mask, 6, torch.Generator().manual_seed(0))
+    img = (
+        torch.stack([pos, pos + 1]).expand(7, 2, 16, 16)
+        + 1000 * torch.arange(7)[:, None, None, None]
+    )
+    mask = (
+        torch.stack([pos, pos, pos]).expand(7, 3, 16, 16)
+        + 1000 * torch.arange(7)[:, None, None, None]
+    )
+    idx = torch.tensor([4, 0, 6, 4, 2])
+    x, y = random_crops(img, mask, idx, 6, torch.Generator().manual_seed(0))
     assert x.shape == (5, 2, 6, 6) and y.shape == (5, 3, 6, 6)
+    assert (x[:, 0, 0, 0] // 1000).tolist() == idx.tolist()  # the indexed images, in order
+    x, y = x % 1000, y % 1000
     for b in range(5):
         torch.testing.assert_close(x[b, 0], y[b, 2])
         torch.testing.assert_close(x[b, 1], y[b, 0] + 1)

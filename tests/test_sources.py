@@ -115,6 +115,9 @@ def test_batch_order_never_ends_on_a_batch_of_one() -> None:
     assert len(batch_order(None, 10, 4, g)) == 10  # 4 + 4 + 2
     assert len(batch_order(None, 3, 4, g)) == 3  # one batch of three
     assert len(batch_order(torch.ones(5), 5, 2, g)) == 4  # weighted draws too
+    twice = batch_order(None, 5, 4, g, repeats=2)  # patch training: each image twice, 4 + 4 + 2
+    assert len(twice) == 10 and sorted(twice.tolist()) == sorted(list(range(5)) * 2)
+    assert len(batch_order(None, 3, 2, g, repeats=3)) == 8  # 9 = 2 * 4 + 1: the lone one left out
 
 
 def test_fundus_pipeline_trains_on_two_datasets_of_different_sizes(

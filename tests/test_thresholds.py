@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biounet.api import load_model, split_threshold
+from biounet.api import load_model, threshold_options
 from biounet.checkpoint import save_checkpoint
 from biounet.cli import main
 from biounet.config import ModelConfig
@@ -18,7 +18,7 @@ from biounet.fundus.postprocess import clean_disc_cup
 from biounet.infer import preprocess_spec
 from biounet.metrics import binary_scores
 from biounet.models import build_model
-from biounet.predictor import PredictOptions, make_predictor, parse_thresholds
+from biounet.predictor import PredictOptions, make_predictor, parse_thresholds, threshold_fields
 from biounet.thresholds import best, choose, crop_box, image_dice_table
 
 
@@ -49,10 +49,20 @@ def test_cuts_name_the_unknown_label() -> None:
 
 
 def test_api_threshold_per_label() -> None:
-    assert split_threshold(0.3) == (0.3, ())
-    assert split_threshold({"cup": 0.2}) == (0.5, (("cup", 0.2),))
+    """A threshold given (number or per label) replaces the checkpoint's saved ones; None keeps
+    them; the CLI's parsed value maps to the same fields."""
+    given = {"stored_thresholds": False}
+    assert threshold_options(0.3) == {"threshold": 0.3, "label_thresholds": (), **given}
+    assert threshold_options({"cup": 0.2}) == {
+        "threshold": 0.5, "label_thresholds": (("cup", 0.2),), **given
+    }  # fmt: skip
+    assert threshold_options(None) == threshold_fields(None)
+    assert threshold_fields(None) == {
+        "threshold": 0.5, "label_thresholds": (), "stored_thresholds": True
+    }  # fmt: skip
+    assert threshold_fields(parse_thresholds("cup=0.2")) == threshold_options({"cup": 0.2})
     with pytest.raises(ValueError, match="threshold cup: must be in"):
-        split_threshold({"cup": 1.2})
+        threshold_options({"cup": 1.2})
 
 
 def test_dice_table_hand_computed() -> None:

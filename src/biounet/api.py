@@ -23,7 +23,7 @@ import numpy as np
 
 from biounet.config import RunConfig
 from biounet.errors import BiounetError
-from biounet.predictor import Prediction, PredictOptions, check_thresholds, make_predictor
+from biounet.predictor import Prediction, PredictOptions, make_predictor, threshold_fields
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +130,16 @@ def as_image(image: np.ndarray | str | Path) -> np.ndarray:
     return img if img.flags.writeable else img.copy()
 
 
-def split_threshold(
-    threshold: float | Mapping[str, float] | None,
-) -> tuple[float, tuple[tuple[str, float], ...]]:
-    """``threshold`` of ``load_model``/``evaluate`` -> (threshold, per-label pairs): a number, or
-    {label: threshold} (labels not named at 0.5), or None (0.5; the checkpoint's saved ones
-    apply). ValueError outside (0, 1)."""
+def threshold_options(threshold: float | Mapping[str, float] | None) -> dict[str, Any]:
+    """``PredictOptions``' threshold fields for ``threshold`` of ``load_model``/``evaluate``: a
+    number, or {label: threshold} (labels not named at 0.5), or None (0.5 and the checkpoint's
+    saved thresholds). ValueError outside (0, 1)."""
     if threshold is None:
-        base, pairs = 0.5, ()
-    elif isinstance(threshold, Mapping):
-        base, pairs = 0.5, tuple(threshold.items())
-    else:
-        base, pairs = float(threshold), ()
-    return check_thresholds(base, tuple((str(lb), float(v)) for lb, v in pairs))
+        return threshold_fields(None)
+    if isinstance(threshold, Mapping):
+        pairs = tuple((str(lb), float(v)) for lb, v in threshold.items())
+        return threshold_fields((0.5, pairs))
+    return threshold_fields((float(threshold), ()))
 
 
 def load_model(
@@ -177,13 +174,10 @@ def load_model(
     changes the probabilities too, not only the masks.
     Raises ``BiounetError`` naming the file when it is missing or not a biounet checkpoint.
     """
-    base, pairs = split_threshold(threshold)
     path = Path(checkpoint)
     opts = PredictOptions(
         precision=precision,
-        threshold=base,
-        label_thresholds=pairs,
-        stored_thresholds=threshold is None,
+        **threshold_options(threshold),
         tta=tta,
         postprocess=postprocess,
         fit_ellipse=fit_ellipse,
@@ -270,7 +264,7 @@ def evaluate(
     """
     from biounet.evaluate import evaluate_checkpoint
 
-    base, pairs = split_threshold(threshold)
+    fields = threshold_options(threshold)  # a bad value refused before any work
     checkpoint = Path(checkpoint)
     if out_dir is None:
         out_dir = checkpoint.parent / f"eval_{split or 'default'}"
@@ -281,9 +275,7 @@ def evaluate(
         Path(out_dir),
         PredictOptions(
             precision=precision,
-            threshold=base,
-            label_thresholds=pairs,
-            stored_thresholds=threshold is None,
+            **fields,
             tta=tta,
             postprocess=postprocess,
             tta_scales=tta_scales,

@@ -227,13 +227,11 @@ def cmd_cv(a: argparse.Namespace) -> int:
 def predict_options(a: argparse.Namespace) -> PredictOptions:
     """predict's and evaluate's flags as ``PredictOptions`` (evaluate has no --input, --backend,
     --no-fast or --compile: their defaults)."""
-    from biounet.predictor import PredictOptions
+    from biounet.predictor import PredictOptions, threshold_fields
 
     return PredictOptions(
         precision=a.precision,
-        threshold=a.threshold[0] if a.threshold else 0.5,
-        label_thresholds=a.threshold[1] if a.threshold else (),
-        stored_thresholds=a.threshold is None,  # a --threshold replaces the saved ones
+        **threshold_fields(a.threshold),  # --threshold, else the checkpoint's saved ones
         tta=a.tta,
         postprocess=not a.no_postprocess,
         fit_ellipse=a.ellipse,

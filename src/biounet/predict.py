@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -134,9 +136,6 @@ def output_settings(
 ) -> dict[str, Any]:
     """What the outputs of a predict job depend on: the checkpoint file (path, size, time
     written) and the options of ``OUTPUT_OPTIONS``, as JSON values."""
-    import dataclasses
-    import json
-
     o = dataclasses.asdict(opts or PredictOptions())
     path = Path(checkpoint).resolve()
     stat = path.stat() if path.is_file() else None
@@ -157,8 +156,6 @@ def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> N
     """Record ``settings`` in ``out_dir``; BiounetError when the folder holds a job written with
     other ones (its images would be skipped as done: a folder of mixed results), unless
     ``overwrite``. A folder without the record (older jobs) is taken as it is."""
-    import json
-
     path = out_dir / SETTINGS_FILE
     if path.is_file() and not overwrite:
         try:

@@ -113,6 +113,16 @@ def check_thresholds(
     return base, pairs
 
 
+def threshold_fields(given: tuple[float, tuple[tuple[str, float], ...]] | None) -> dict[str, Any]:
+    """``PredictOptions``' threshold fields for a threshold given as (threshold, per-label
+    pairs), or for None given: 0.5 and the thresholds saved in the checkpoint (a threshold
+    given replaces them). ValueError outside (0, 1)."""
+    if given is None:
+        return {"threshold": 0.5, "label_thresholds": (), "stored_thresholds": True}
+    base, pairs = check_thresholds(*given)
+    return {"threshold": base, "label_thresholds": pairs, "stored_thresholds": False}
+
+
 class ModelPredictor:
     """A single U-Net checkpoint on whole images. ``backend``/``fast``: see ``runnable``.
     ``tta``: the mean of the probabilities of the image and of its left-right and top-bottom
@@ -127,7 +137,7 @@ class ModelPredictor:
         fast: bool = True,
         tta: bool = False,
         compile: bool = False,
-        label_thresholds: tuple[tuple[str, float], ...] = (),
+        cuts: dict[str, float] | None = None,
     ) -> None:
         self.ck = ck
         self.device, self.precision = backend_device_precision(backend, precision)
@@ -136,9 +146,8 @@ class ModelPredictor:
         )
         self.labels = ck.labels
         self.threshold = threshold
-        self.cuts = PredictOptions(threshold=threshold, label_thresholds=label_thresholds).cuts(
-            self.labels
-        )
+        # each label's mask cut (``PredictOptions.cuts``); default ``threshold`` for all
+        self.cuts = cuts or {lb: threshold for lb in self.labels}
         self.tta = tta
 
     def predict(self, img: np.ndarray) -> Prediction:
@@ -299,5 +308,5 @@ def make_predictor(
             "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
         )
     return ModelPredictor(
-        ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile, o.label_thresholds
+        ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile, o.cuts(ck.labels)
     )

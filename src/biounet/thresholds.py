@@ -126,9 +126,12 @@ def choose(
         # the cup at each of its thresholds, with the disc at the chosen one; its default is
         # scored with the disc at the default too (what predict gives without the option)
         curve = mean(lambda t: t["cup"][grid_key(chosen_disc)])
-        at_default = mean(lambda t: t["cup"][grid_key(default)])
-        out["cup"] = {"threshold": best(curve, default), "table": curve}
-        out["cup"]["dice_at_default"] = at_default.get(grid_key(default))
+        d = grid_key(default)
+        out["cup"] = {
+            "threshold": best(curve, default),
+            "table": curve,
+            "dice_at_default": sum(t["cup"][d][d] for t in tables) / n,
+        }
     for r in out.values():
         r["dice"] = r["table"][grid_key(r["threshold"])]
         r.setdefault("dice_at_default", r["table"].get(grid_key(default)))

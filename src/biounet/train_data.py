@@ -25,7 +25,7 @@ from biounet.data.folder import (
     select_stems,
 )
 from biounet.data.io import read_image
-from biounet.data.sources import batch_order, draw_order, is_spec, read_spec
+from biounet.data.sources import batch_order, is_spec, read_spec
 from biounet.data.transforms import AugmentParams, augment_batch
 from biounet.dist import SINGLE, Dist, epoch_order, rank_slice
 from biounet.errors import BiounetError
@@ -147,18 +147,14 @@ def array_batches(
     global batch and keeps its own slice."""
     n, bs, p = len(data), cfg.train.batch_size, cfg.data.patch_size
     k = patches_per_image(cfg.data.image_size, p)
-    if k == 1:
-        order = batch_order(data.weights, n, bs, gen)
-    else:
-        order = torch.cat([draw_order(data.weights, n, gen) for _ in range(k)])
-        order = order[:-1] if len(order) % bs == 1 and len(order) > bs else order
-    order = epoch_order(order, dist)
+    order = epoch_order(batch_order(data.weights, n, bs, gen, repeats=k), dist)
     aug = AugmentParams() if cfg.data.augment else None
     for i in range(0, len(order), bs):
         idx = order[i : i + bs]
-        img, mask = data.images[idx], data.masks[idx]
         if p:
-            img, mask = random_crops(img, mask, p, gen)
+            img, mask = random_crops(data.images, data.masks, idx, p, gen)
+        else:
+            img, mask = data.images[idx], data.masks[idx]
         if aug is not None:
             x, y = augment_batch(img, mask, aug, gen)
         else:
@@ -168,12 +164,18 @@ def array_batches(
 
 
 def random_crops(
-    img: torch.Tensor, mask: torch.Tensor, side: int, gen: torch.Generator
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    idx: torch.Tensor,
+    side: int,
+    gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, S, S) images and (B, L, S, S) masks -> the same random ``side`` x ``side`` window of
-    each image and its masks (one window per image)."""
-    size = img.shape[-1]
-    corners = torch.randint(0, size - side + 1, (len(img), 2), generator=gen).tolist()
-    crops = [(i[:, y : y + side, x : x + side], m[:, y : y + side, x : x + side])
-             for i, m, (y, x) in zip(img, mask, corners, strict=True)]  # fmt: skip
-    return torch.stack([c[0] for c in crops]), torch.stack([c[1] for c in crops])
+    """(N, C, S, S) images and (N, L, S, S) masks, indices (B,) -> (B, C, side, side) and
+    (B, L, side, side): a random window of each indexed image and the same window of its masks,
+    cut from the stored arrays (whole images are not copied first)."""
+    size = images.shape[-1]
+    corners = torch.randint(0, size - side + 1, (len(idx), 2), generator=gen).tolist()
+    windows = [(slice(y, y + side), slice(x, x + side)) for y, x in corners]
+    img = torch.stack([images[j, :, r, c] for j, (r, c) in zip(idx.tolist(), windows, strict=True)])
+    mask = torch.stack([masks[j, :, r, c] for j, (r, c) in zip(idx.tolist(), windows, strict=True)])
+    return img, mask

@@ -81,12 +81,18 @@ def read_spec(path: str | Path) -> list[Source]:
 
 
 def batch_order(
-    weights: torch.Tensor | None, n: int, batch_size: int, gen: torch.Generator
+    weights: torch.Tensor | None,
+    n: int,
+    batch_size: int,
+    gen: torch.Generator,
+    repeats: int = 1,
 ) -> torch.Tensor:
-    """``draw_order`` less its last index when that would leave a final batch of one image (batch
-    norm cannot normalise a batch of one)."""
-    order = draw_order(weights, n, gen)
-    return order[:-1] if n % batch_size == 1 and n > batch_size else order
+    """``repeats`` ``draw_order``s one after the other (each image drawn ``repeats`` times an
+    epoch: patch training), less the last index when that would leave a final batch of one image
+    (batch norm cannot normalise a batch of one)."""
+    order = torch.cat([draw_order(weights, n, gen) for _ in range(repeats)])
+    m = len(order)
+    return order[:-1] if m % batch_size == 1 and m > batch_size else order
 
 
 def draw_order(weights: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
