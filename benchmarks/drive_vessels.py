@@ -63,9 +63,12 @@ def fov_scores(
     }
 
 
-def predict_test(ck: Path, root: Path, stems: list[str], tta: bool) -> tuple[list, float]:
-    """Vessel probabilities of the test images and the median seconds per image."""
-    pred = make_predictor(ck, PredictOptions(tta=tta))
+def predict_test(
+    ck: Path, root: Path, stems: list[str], tta: bool, tile: int | None = None
+) -> tuple[list, float]:
+    """Vessel probabilities of the test images and the median seconds per image. ``tile``: as
+    predict's --tile (default auto: these 576 px images whole)."""
+    pred = make_predictor(ck, PredictOptions(tta=tta, tile=tile))
     i = pred.labels.index("vessel")
     probs, times = [], []
     for s in stems:

@@ -45,7 +45,8 @@ def write_images(folder: Path, n: int) -> Path:
     return folder
 
 
-def write_checkpoint(path: Path) -> Path:
+def write_checkpoint(path: Path, net_size: int = NET_SIZE) -> Path:
+    """An untrained ``small`` disc + cup U-Net whose images are prepared at ``net_size``."""
     import torch
 
     from biounet.checkpoint import save_checkpoint
@@ -54,15 +55,21 @@ def write_checkpoint(path: Path) -> Path:
 
     cfg = preset("small", in_channels=3, out_channels=2)
     torch.manual_seed(0)
-    save_checkpoint(path, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(NET_SIZE, 3))
+    save_checkpoint(path, build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(net_size, 3))
     return path
 
 
-def measure(checkpoint: Path, images: Path, out: Path) -> dict[str, float]:
-    """Run in a fresh wrapper process: predict as its only child; the child's peak RSS and wall time."""
+def measure(
+    checkpoint: Path, images: Path, out: Path, extra: list[str] | None = None, threads: int = 1
+) -> dict[str, float]:
+    """Run in a fresh wrapper process: predict as its only child; the child's peak RSS and wall
+    time. ``extra``: more predict flags (after ``--precision fp32``, so they may replace it);
+    ``threads``: intra-op threads (0: torch's default)."""
     cmd = [sys.executable, "-m", "biounet", "-q", "predict", "--checkpoint", str(checkpoint)]
-    cmd += ["--out", str(out), "--precision", "fp32", str(images)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd += ["--out", str(out), "--precision", "fp32", *(extra or []), str(images)]
+    env = dict(os.environ)
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
@@ -70,9 +77,12 @@ def measure(checkpoint: Path, images: Path, out: Path) -> dict[str, float]:
     return {"peak_rss_mib": kib / 1024, "seconds": seconds}
 
 
-def in_wrapper(checkpoint: Path, images: Path, out: Path) -> dict[str, float]:
+def in_wrapper(
+    checkpoint: Path, images: Path, out: Path, extra: list[str] | None = None, threads: int = 1
+) -> dict[str, float]:
     """``measure`` in a new process, so no earlier child's peak counts."""
     cmd = [sys.executable, __file__, "--measure", str(checkpoint), str(images), str(out)]
+    cmd += ["--extra", json.dumps(extra or []), "--threads", str(threads)]
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -138,9 +148,11 @@ def main() -> None:
     ap.add_argument("--counts", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/biounet_predict_memory"))
     ap.add_argument("--measure", nargs=3, type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--extra", default="[]", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.measure:  # the wrapper process
-        print(json.dumps(measure(*a.measure)))
+        print(json.dumps(measure(*a.measure, json.loads(a.extra), a.threads)))
         return
     a.scratch.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

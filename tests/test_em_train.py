@@ -401,3 +401,32 @@ def test_predict_interior_takes_one_pixel_wide_images_with_tta(shape: tuple[int,
     img = np.full(shape, 120, np.uint8)
     prob = predict_interior(model, img, out_tile=12, tta=True)
     assert prob.shape == shape and np.isfinite(prob).all()
+
+
+def test_evaluate_reports_the_membrane_cut_stored_in_an_em_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from biounet.evaluate import evaluate_checkpoint, threshold_text
+
+    save_em_checkpoint(tmp_path / "em.pt", make_em_model(tiny_cfg(), seed=0), 12, 0.3)
+    images, interior = synthetic_em(2, 40)
+    for sub in ("images", "masks/membrane", "masks/interior"):
+        (tmp_path / "em" / sub).mkdir(parents=True)
+    for i, (im, m) in enumerate(zip(images, interior, strict=True)):
+        Image.fromarray(im).save(tmp_path / "em" / "images" / f"s{i}.png")
+        Image.fromarray((~m).astype(np.uint8) * 255).save(
+            tmp_path / "em/masks/membrane" / f"s{i}.png"
+        )
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "em/masks/interior" / f"s{i}.png")
+    s = evaluate_checkpoint(
+        tmp_path / "em.pt", tmp_path / "em", "all", tmp_path / "ev", PredictOptions("fp32")
+    )
+    # membrane where its probability exceeds 0.3; interior everywhere else (>= 1 - 0.3)
+    assert s["label_thresholds"] == {"membrane": 0.3, "interior": pytest.approx(0.7)}
+    assert (
+        json.loads((tmp_path / "ev" / "summary.json").read_text())["label_thresholds"]["membrane"]
+        == 0.3
+    )
+    assert "membrane 0.3, interior 0.7" in threshold_text(s)

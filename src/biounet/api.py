@@ -152,6 +152,8 @@ def load_model(
     tta_scales: tuple[float, ...] | None = None,
     compile: bool = False,
     reuse_memory: str = "auto",
+    tile: int | None = None,
+    tile_overlap: float = 0.25,
 ) -> Model:
     """Load any biounet checkpoint (``best.pt``/``last.pt`` of ``train``, or a fundus pipeline's
     ``fundus.pt``) for prediction on the GPU when there is one, else the CPU.
@@ -168,7 +170,10 @@ def load_model(
     networks (a C++ compiler is needed on CPU; the first prediction waits while they compile, the
     rest run faster: for many images). ``reuse_memory``: "auto"/"on" keep freed memory in this
     process for the next image on the CPU (Linux; faster, more RSS; the setting stays for the
-    process), "off" leaves malloc alone (``biounet.memory``).
+    process), "off" leaves malloc alone (``biounet.memory``). ``tile`` / ``tile_overlap``
+    (single U-Nets): run the network on overlapping windows of this side of the prepared image,
+    blended, so memory is bounded by the windows; None: whole images up to 1024 px, larger ones
+    in 512 px windows; 0: always the whole image in one pass.
     ``checkpoint`` may also be a run folder (its ``fundus.pt``, ``best.pt`` or ``model.pt``). For
     the fundus pipeline, ``threshold`` also decides the disc that places the crop around it, so it
     changes the probabilities too, not only the masks.
@@ -184,6 +189,8 @@ def load_model(
         tta_scales=tta_scales,
         compile=compile,
         reuse_memory=reuse_memory,
+        tile=tile,
+        tile_overlap=tile_overlap,
     )
     return Model(make_predictor(path, opts), path)
 
@@ -248,6 +255,7 @@ def evaluate(
     postprocess: bool = True,
     uncertainty: bool = False,
     tta_scales: tuple[float, ...] | None = None,
+    tile: int | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint on a dataset split at each mask's own resolution; returns the summary
     (also written as ``summary.json``, with ``per_image.csv`` and ``report.html``).
@@ -260,7 +268,7 @@ def evaluate(
     ``ece`` (the calibration error of its probabilities, pixels of all images pooled).
     ``uncertainty``: also each image's uncertainty score (as ``predict --uncertainty``) and, in
     ``summary["uncertainty"]``, its AUROC for finding the images with Dice below 0.8.
-    ``tta`` and ``tta_scales``: as in ``load_model``.
+    ``tta``, ``tta_scales`` and ``tile``: as in ``load_model``.
     """
     from biounet.evaluate import evaluate_checkpoint
 
@@ -279,6 +287,7 @@ def evaluate(
             tta=tta,
             postprocess=postprocess,
             tta_scales=tta_scales,
+            tile=tile,
         ),
         uncertainty=uncertainty,
     )

@@ -87,6 +87,19 @@ def threshold_arg(s: str) -> tuple[float, tuple[tuple[str, float], ...]]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def tile_arg(s: str) -> int | None:
+    """--tile's value: "auto" -> None, else a side >= 0 (0: whole images)."""
+    if s.strip().lower() == "auto":
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number or auto") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v}: must be 0 (whole images) or a positive side")
+    return v
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold",
@@ -118,6 +131,22 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--ellipse", action="store_true", help="fundus: replace disc and cup by fitted ellipses"
+    )
+    p.add_argument(
+        "--tile",
+        type=tile_arg,
+        default=None,
+        metavar="N | auto",
+        help="single U-Nets: run the network on overlapping N x N windows of the prepared image, "
+        "blended (memory bounded by the windows); 0: the whole image in one pass; auto (default): "
+        "whole up to 1024 px, larger images in 512 px windows",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=fraction,
+        default=0.25,
+        metavar="F",
+        help="fraction of a window its neighbours overlap, in [0, 1) (default 0.25)",
     )
     add_reuse_memory(p, "on for the CPU")
 

@@ -241,6 +241,8 @@ def predict_options(a: argparse.Namespace) -> PredictOptions:
         tta_scales=a.tta_scales,
         compile=getattr(a, "compile", False),
         reuse_memory=a.reuse_memory,
+        tile=a.tile,
+        tile_overlap=a.tile_overlap,
     )
 
 

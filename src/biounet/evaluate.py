@@ -117,7 +117,7 @@ def evaluate_checkpoint(
         "threshold": opts.threshold,
         # what each label's masks were cut at (given, or saved in the checkpoint)
         "label_thresholds": getattr(pred, "cuts", None) or opts.cuts(pred.labels),
-        "tta": opts.tta,
+        "tta": bool(getattr(pred, "tta", opts.tta)),  # EM models: also when chosen in training
         # fundus pipelines: the ROI sizes averaged (see make_predictor); None for other models
         "tta_scales": list(pred.inner.tta_scales)
         if isinstance(pred, FundusPipelinePredictor)

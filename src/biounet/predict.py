@@ -127,7 +127,8 @@ SETTINGS_FILE = "predict_settings.json"
 # the options that change what predict writes (precision, backend, compile and memory reuse change
 # the numbers only within rounding, and a resumed job may switch them)
 OUTPUT_OPTIONS = (
-    "threshold", "label_thresholds", "tta", "tta_scales", "postprocess", "fit_ellipse", "input_kind"
+    "threshold", "label_thresholds", "tta", "tta_scales", "postprocess", "fit_ellipse", "input_kind",
+    "tile", "tile_overlap",
 )  # fmt: skip
 
 
@@ -155,7 +156,8 @@ def output_settings(
 def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Record ``settings`` in ``out_dir``; BiounetError when the folder holds a job written with
     other ones (its images would be skipped as done: a folder of mixed results), unless
-    ``overwrite``. A folder without the record (older jobs) is taken as it is."""
+    ``overwrite``. A folder without the record (older jobs) is taken as it is, and so are the
+    settings an older record does not name."""
     path = out_dir / SETTINGS_FILE
     if path.is_file() and not overwrite:
         try:
@@ -164,12 +166,12 @@ def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> N
             old = None
         if old == settings:
             return  # the same job resumed: the record stays as it was
-        if old is not None:
-            diff = ", ".join(
-                f"{k} {old.get(k)!r} -> {settings.get(k)!r}"
-                for k in settings
-                if old.get(k) != settings.get(k)
-            )
+        old = old if isinstance(old, dict) else {}
+        # a key an older record lacks (an option added since) is not compared
+        diff = ", ".join(
+            f"{k} {old[k]!r} -> {v!r}" for k, v in settings.items() if k in old and old[k] != v
+        )
+        if diff:
             raise BiounetError(
                 f"{out_dir}: holds outputs of another predict job ({diff}); its images would be "
                 "skipped as done: use --overwrite or another --out"

@@ -50,7 +50,11 @@ class PredictOptions:
     those labels' final masks instead of ``threshold`` (e.g. a cup threshold chosen by ``biounet
     choose-thresholds`` on labelled images of the site); a fundus pipeline still places its crop with
     ``threshold``. ``stored_thresholds``: where ``label_thresholds`` is empty, cut at the
-    thresholds saved in the checkpoint by ``choose-thresholds --save`` (if it has them)."""
+    thresholds saved in the checkpoint by ``choose-thresholds --save`` (if it has them).
+    ``tile`` / ``tile_overlap`` (single padded U-Nets): the network runs on overlapping windows of
+    this side of the prepared image, blended (``biounet.infer.predict_images``); None: whole
+    images up to ``biounet.infer.AUTO_TILE_ABOVE`` pixels, larger ones in ``AUTO_TILE`` windows;
+    0: always whole."""
 
     precision: str = "auto"
     threshold: float = 0.5
@@ -65,6 +69,8 @@ class PredictOptions:
     reuse_memory: str = "auto"
     label_thresholds: tuple[tuple[str, float], ...] = ()
     stored_thresholds: bool = True
+    tile: int | None = None
+    tile_overlap: float = 0.25
 
     def cuts(self, labels: tuple[str, ...] | list[str]) -> dict[str, float]:
         """The threshold that cuts each of ``labels``' masks; BiounetError for a label of
@@ -138,6 +144,8 @@ class ModelPredictor:
         tta: bool = False,
         compile: bool = False,
         cuts: dict[str, float] | None = None,
+        tile: int | None = None,
+        tile_overlap: float = 0.25,
     ) -> None:
         self.ck = ck
         self.device, self.precision = backend_device_precision(backend, precision)
@@ -149,6 +157,7 @@ class ModelPredictor:
         # each label's mask cut (``PredictOptions.cuts``); default ``threshold`` for all
         self.cuts = cuts or {lb: threshold for lb in self.labels}
         self.tta = tta
+        self.tile, self.tile_overlap = tile, tile_overlap
 
     def predict(self, img: np.ndarray) -> Prediction:
         return self.predict_batch([img])[0]
@@ -162,7 +171,14 @@ class ModelPredictor:
             views += [img, img[:, ::-1].copy(), img[::-1].copy()] if self.tta else [img]
         probs = list(
             predict_images(
-                self.model, views, self.ck.preprocess, self.device, self.precision, len(views)
+                self.model,
+                views,
+                self.ck.preprocess,
+                self.device,
+                self.precision,
+                len(views),
+                self.tile,
+                self.tile_overlap,
             )
         )  # each (L, H, W)
         out = []
@@ -270,6 +286,7 @@ def make_predictor(
     o = opts or PredictOptions()
     if not 0 < o.threshold < 1:  # predict, evaluate and the API alike
         raise BiounetError(f"threshold: must be in (0, 1), got {o.threshold}")
+    check_tile(o.tile, o.tile_overlap)
     if o.compile and (o.backend != "torch" or not o.fast):
         raise BiounetError(
             "--compile compiles the torch fast path: not with --backend ort or --no-fast"
@@ -285,6 +302,14 @@ def make_predictor(
             ", ".join(f"{lb}={t:g}" for lb, t in stored.items()),
         )
     reuse_memory(o.reuse_memory, pick_device().type if o.backend == "torch" else "cpu")
+    if o.tile is not None and (
+        isinstance(ck, PipelineCheckpoint) or ck.model_config.arch == "unet_valid"
+    ):
+        log.warning(
+            "%s: --tile concerns single padded U-Nets (a fundus pipeline runs on its disc crop, "
+            "an unpadded model by overlap-tile)",
+            path,
+        )
     if isinstance(ck, PipelineCheckpoint):
         return FundusPipelinePredictor(ck, o)
     if ck.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
@@ -308,5 +333,22 @@ def make_predictor(
             "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
         )
     return ModelPredictor(
-        ck, o.precision, o.threshold, o.backend, o.fast, o.tta, o.compile, o.cuts(ck.labels)
+        ck,
+        o.precision,
+        o.threshold,
+        o.backend,
+        o.fast,
+        o.tta,
+        o.compile,
+        o.cuts(ck.labels),
+        o.tile,
+        o.tile_overlap,
     )
+
+
+def check_tile(tile: int | None, overlap: float) -> None:
+    """BiounetError for a window side below 0 or an overlap outside [0, 1)."""
+    if tile is not None and tile < 0:
+        raise BiounetError(f"tile: must be 0 (whole images) or a positive side, got {tile}")
+    if not 0 <= overlap < 1:
+        raise BiounetError(f"tile overlap: must be in [0, 1), got {overlap}")

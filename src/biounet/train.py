@@ -30,7 +30,15 @@ from biounet.dist import (
 )
 from biounet.errors import BiounetError
 from biounet.fast import apply_checkpointing
-from biounet.infer import autocast, pick_device, preprocess_spec, resolve_precision
+from biounet.infer import (
+    TILE_BATCH,
+    autocast,
+    pick_device,
+    preprocess_spec,
+    resolve_precision,
+    resolve_tile,
+)
+from biounet.infer_tiling import sliding_window
 from biounet.losses import bce_dice_loss, pixel_weights
 from biounet.memory import reuse_memory
 from biounet.metrics import binary_scores
@@ -115,10 +123,7 @@ def validate(
     for i in range(0, len(data), cfg.train.batch_size):
         x = normalize(data.images[i : i + cfg.train.batch_size]).to(device)
         y = data.masks[i : i + cfg.train.batch_size].float().to(device)
-        if cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(x).float()
+        logits = val_logits(model, x, device, precision, cfg.train.channels_last)
         weight = pixel_weights(cfg.train.pixel_weight, *y.shape[-2:])
         loss = bce_dice_loss(logits, y, cfg.train.bce_weight, cfg.train.dice_weight, weight)
         losses.append(loss.item() * len(x))
@@ -135,6 +140,24 @@ def validate(
         out[f"val_iou_{lb}"] = float(np.mean(iou[lb]))
     out["val_dice_mean"] = float(np.mean([out[f"val_dice_{lb}"] for lb in labels]))
     return out
+
+
+def val_logits(
+    model: nn.Module, x: torch.Tensor, device: torch.device, precision: str, channels_last: bool
+) -> torch.Tensor:
+    """(B, C, S, S) normalised -> (B, L, S, S) float32 logits; images larger than predict's
+    ``AUTO_TILE_ABOVE`` in its ``AUTO_TILE`` windows, as predict runs them by default."""
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            return model(t).float()
+
+    side = resolve_tile(None, x.shape[-1])
+    if not side:
+        return run(x)
+    return torch.stack([sliding_window(run, xi, side, 0.25, "gaussian", TILE_BATCH) for xi in x])
 
 
 def fit(cfg: RunConfig, out_dir: Path, dist: Dist = SINGLE, resume: bool = False) -> Path:

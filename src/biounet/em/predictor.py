@@ -33,6 +33,9 @@ class OverlapTilePredictor:
         self.in_channels = int(ck.preprocess.get("in_channels", 1))
         self.threshold = float(ck.extra.get("membrane_threshold", 0.5))
         self.tta = tta or bool(ck.extra.get("tta", False))  # --tta asks for it where not chosen
+        # each label's cut, as evaluate reports them: the first where its probability exceeds
+        # the threshold, the second everywhere else (its probability at least 1 - threshold)
+        self.cuts = {self.labels[0]: self.threshold, self.labels[1]: 1.0 - self.threshold}
 
     def predict(self, img: np.ndarray) -> Prediction:
         if self.in_channels != 1:
