@@ -96,6 +96,29 @@ def test_export_of_a_fundus_pipeline_writes_one_file_per_model(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["f_locator.onnx", "f_roi.onnx"]
 
 
+@needs_onnx
+def test_export_of_an_ensemble_writes_one_file_per_member(tmp_path: Path) -> None:
+    from biounet.checkpoint import save_model_ensemble
+
+    members = [saved(tmp_path / "a.pt", 0), saved(tmp_path / "b.pt", 1)]
+    ens = save_model_ensemble(members, tmp_path / "ens.pt")
+    assert main(["export", "--checkpoint", str(ens), "--out", str(tmp_path / "e.onnx")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["e_member0.onnx", "e_member1.onnx"]
+
+
+@needs_ort
+def test_ensemble_backend_ort_matches_torch_fp32(tmp_path: Path) -> None:
+    from biounet.checkpoint import save_model_ensemble
+
+    ens = save_model_ensemble(
+        [saved(tmp_path / "a.pt", 0), saved(tmp_path / "b.pt", 1)], tmp_path / "ens.pt"
+    )
+    img = np.random.default_rng(2).integers(0, 256, (50, 61, 3), dtype=np.uint8)
+    ort = make_predictor(ens, PredictOptions(backend="ort")).predict(img)
+    ref = make_predictor(ens, PredictOptions("fp32", fast=False)).predict(img)
+    np.testing.assert_allclose(ort.prob, ref.prob, rtol=0, atol=ATOL)
+
+
 @needs_ort
 def test_predict_backend_ort_matches_torch_fp32(tmp_path: Path) -> None:
     ck = load_checkpoint(saved(tmp_path / "m.pt"))

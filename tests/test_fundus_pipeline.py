@@ -76,8 +76,8 @@ def test_fit_fundus_then_predict_full_images_crops_and_an_ensemble(
     np.testing.assert_allclose(one.prob, two.prob, atol=1e-5)  # two identical members = one
 
 
-def test_ensemble_cli_refuses_a_single_model_checkpoint(synthetic_data, tmp_path, capsys) -> None:
-    from biounet.checkpoint import save_checkpoint
+def test_ensemble_cli_refuses_mixed_members(synthetic_data, tmp_path, capsys) -> None:
+    from biounet.checkpoint import save_checkpoint, save_pipeline
     from biounet.cli import main
     from biounet.infer import preprocess_spec
     from biounet.models import build_model, preset
@@ -86,9 +86,18 @@ def test_ensemble_cli_refuses_a_single_model_checkpoint(synthetic_data, tmp_path
     save_checkpoint(
         tmp_path / "m.pt", build_model(cfg), cfg, ("disc", "cup"), preprocess_spec(32, 3)
     )
-    assert main(["ensemble", "--out", str(tmp_path / "e.pt"), str(tmp_path / "m.pt")]) == 2
+    pipe = tmp_path / "fundus.pt"
+    save_pipeline(pipe, {"locator": tmp_path / "m.pt", "roi": tmp_path / "m.pt"}, {})
+    m, e = str(tmp_path / "m.pt"), str(tmp_path / "e.pt")
+    assert main(["ensemble", "--out", e, m]) == 2  # one member
+    assert "at least two members" in capsys.readouterr().err
+    assert main(["ensemble", "--out", e, str(pipe), m]) == 2  # a pipeline, then a single model
     err = capsys.readouterr().err
-    assert "not a fundus pipeline checkpoint" in err and "Traceback" not in err
+    assert "m.pt: not a fundus pipeline checkpoint" in err and "Traceback" not in err
+    assert main(["ensemble", "--out", e, m, str(pipe)]) == 2  # a single model, then a pipeline
+    err = capsys.readouterr().err
+    assert "fundus.pt: not a single-model checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "e.pt").exists()
 
 
 def test_window_crops_equal_whole_image_crops() -> None:

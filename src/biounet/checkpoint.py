@@ -24,6 +24,7 @@ from biounet.models import build_model
 FORMAT = "biounet-checkpoint"
 FORMAT_VERSION = 1
 PIPELINE_FORMAT = "biounet-fundus-pipeline"
+ENSEMBLE_FORMAT = "biounet-ensemble"
 
 
 @dataclass
@@ -110,7 +111,11 @@ def read_payload(path: Path) -> dict[str, Any]:
         raise BiounetError(
             f"{path}: not a readable checkpoint (truncated or another format): {why}"
         ) from e
-    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, PIPELINE_FORMAT):
+    if not isinstance(payload, dict) or payload.get("format") not in (
+        FORMAT,
+        PIPELINE_FORMAT,
+        ENSEMBLE_FORMAT,
+    ):
         raise BiounetError(f"{path}: not a biounet checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
         raise BiounetError(
@@ -137,8 +142,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """A single-model checkpoint (``biounet train``'s best.pt / last.pt)."""
     payload = read_payload(path)
     if payload["format"] != FORMAT:
+        kind = "an ensemble" if payload["format"] == ENSEMBLE_FORMAT else "a fundus pipeline"
         raise BiounetError(
-            f"{path}: a fundus pipeline checkpoint, not a single model; use it with predict/evaluate"
+            f"{path}: {kind} checkpoint, not a single model; use it with predict/evaluate"
         )
     return payload_to_checkpoint(payload, path)
 
@@ -169,10 +175,68 @@ def save_pipeline_payload(
     atomic_torch_save(payload, Path(path))
 
 
-def load_any(path: Path) -> Checkpoint | PipelineCheckpoint:
+@dataclass
+class EnsembleCheckpoint:
+    """Single models with the same labels whose probabilities predict averages (``biounet
+    ensemble`` of training runs, e.g. the folds of ``biounet cv``); each prepares the image as
+    its own training did."""
+
+    members: list[Checkpoint]
+    settings: dict[str, Any]
+
+
+def save_model_ensemble(members: list[Path], out: Path) -> Path:
+    """Bundle single-model checkpoints (files or run folders) into one ensemble file at ``out``
+    (a new file). BiounetError naming the member that is not a padded single model or whose
+    labels differ from the first's."""
+    if Path(out).exists():
+        raise BiounetError(
+            f"{out}: exists; ensemble never overwrites a file (choose another --out)"
+        )
+    if len(members) < 2:
+        raise BiounetError("ensemble: give at least two members")
+    payloads = []
+    for path in members:
+        payload = read_payload(path)
+        if payload["format"] != FORMAT:
+            raise BiounetError(
+                f"{path}: not a single-model checkpoint (a fundus pipeline or an ensemble); "
+                "an ensemble's members are all single models or all fundus pipelines"
+            )
+        ck = payload_to_checkpoint(payload, path)
+        if ck.model_config.arch == "unet_valid":
+            raise BiounetError(f"{path}: an unpadded (EM) model; ensembles take padded U-Nets")
+        first = payloads[0]["labels"] if payloads else ck.labels
+        if tuple(ck.labels) != tuple(first):
+            raise BiounetError(
+                f"{path}: labels {', '.join(ck.labels)}; the first member's are {', '.join(first)}"
+            )
+        payloads.append(payload)
+    atomic_torch_save(
+        {
+            "format": ENSEMBLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "biounet_version": __version__,
+            "members": payloads,
+            "settings": {"ensemble_of": [str(p) for p in members]},
+        },
+        Path(out),
+    )
+    return Path(out)
+
+
+def load_any(path: Path) -> Checkpoint | PipelineCheckpoint | EnsembleCheckpoint:
     payload = read_payload(path)
     if payload["format"] == FORMAT:
         return payload_to_checkpoint(payload, path)
+    if payload["format"] == ENSEMBLE_FORMAT:
+        members = payload.get("members")
+        if not isinstance(members, list) or not members:
+            raise BiounetError(f"{path}: incomplete ensemble checkpoint (no members)")
+        return EnsembleCheckpoint(
+            [payload_to_checkpoint(m, f"{path} [member {k}]") for k, m in enumerate(members)],
+            payload.get("settings", {}),
+        )
     parts_in = payload.get("parts")
     if not isinstance(parts_in, dict) or not {"locator", "roi"} <= set(parts_in):
         raise BiounetError(
@@ -182,10 +246,10 @@ def load_any(path: Path) -> Checkpoint | PipelineCheckpoint:
     return PipelineCheckpoint(parts, payload.get("settings", {}))
 
 
-def stored_thresholds(ck: Checkpoint | PipelineCheckpoint) -> dict[str, float]:
+def stored_thresholds(ck: Checkpoint | PipelineCheckpoint | EnsembleCheckpoint) -> dict[str, float]:
     """The per-label thresholds saved in ``ck`` by ``choose-thresholds --save`` ({} if none):
-    a single model keeps them in its ``extra``, a pipeline in its ``settings``."""
-    where = ck.settings if isinstance(ck, PipelineCheckpoint) else ck.extra
+    a single model keeps them in its ``extra``, a pipeline or an ensemble in its ``settings``."""
+    where = ck.extra if isinstance(ck, Checkpoint) else ck.settings
     return {str(k): float(v) for k, v in (where.get("label_thresholds") or {}).items()}
 
 
@@ -194,7 +258,7 @@ def save_with_thresholds(src: Path, dst: Path, thresholds: dict[str, float], not
     (label -> threshold) as the ones predict and evaluate cut at unless given others, and
     ``note`` saying how they were chosen. The weights are copied as they are."""
     payload = read_payload(src)
-    where = "settings" if payload["format"] == PIPELINE_FORMAT else "extra"
+    where = "extra" if payload["format"] == FORMAT else "settings"
     payload[where] = {
         **payload.get(where, {}),
         "label_thresholds": {k: float(v) for k, v in thresholds.items()},

@@ -508,10 +508,18 @@ def parser() -> argparse.ArgumentParser:
     xi.set_defaults(func=cmd_import_dataset)
 
     en = sub.add_parser(
-        "ensemble", help="bundle fundus pipelines (e.g. cross-validation folds) into one"
+        "ensemble",
+        help="bundle trained models (e.g. cross-validation folds) into one checkpoint that "
+        "averages their probabilities",
     )
-    en.add_argument("--out", type=Path, required=True)
-    en.add_argument("members", nargs="+", type=Path, help="fundus.pt files")
+    en.add_argument("--out", type=Path, required=True, help="the ensemble file to write (new)")
+    en.add_argument(
+        "members",
+        nargs="+",
+        type=Path,
+        help="checkpoints or run folders, all single models (best.pt) or all fundus pipelines "
+        "(fundus.pt); a biounet cv folder stands for its folds' runs",
+    )
     en.set_defaults(func=cmd_ensemble)
 
     d = sub.add_parser("demo", help="generate synthetic fundus data, train, evaluate, predict")

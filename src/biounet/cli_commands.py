@@ -360,10 +360,17 @@ def cmd_model_info(a: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(a: argparse.Namespace) -> int:
+    from biounet.checkpoint import FORMAT, read_payload, save_model_ensemble
+    from biounet.cv import fold_runs
     from biounet.fundus.pipeline import save_ensemble
 
-    out = save_ensemble(a.members, a.out, overwrite=False)
-    print(f"ensemble of {len(a.members)} fundus pipelines: {out}")
+    members = [m for p in a.members for m in fold_runs(p)]
+    if read_payload(members[0])["format"] == FORMAT:
+        out = save_model_ensemble(members, a.out)
+        print(f"ensemble of {len(members)} models: {out}")
+        return 0
+    out = save_ensemble(members, a.out, overwrite=False)
+    print(f"ensemble of {len(members)} fundus pipelines: {out}")
     return 0
 
 

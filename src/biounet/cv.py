@@ -178,6 +178,21 @@ def run_fold(
     return info
 
 
+def fold_runs(path: Path) -> list[Path]:
+    """``path`` itself, or for a ``biounet cv`` folder (it holds cv.json) its folds' run folders
+    in fold order; BiounetError where a fold is not done (no fold_K/fold.json)."""
+    path = Path(path)
+    if not (path.is_dir() and (path / "cv.json").is_file()):
+        return [path]
+    folds = int(json.loads((path / "cv.json").read_text())["folds"])
+    missing = [k for k in range(folds) if not (path / f"fold_{k}" / "fold.json").is_file()]
+    if missing:
+        raise BiounetError(
+            f"{path}: fold(s) {missing} of {folds} not done yet (no fold_K/fold.json)"
+        )
+    return [path / f"fold_{k}" / "run" for k in range(folds)]
+
+
 def best_epoch(metrics_csv: Path) -> int:
     """The epoch best.pt holds: the first with the highest mean validation Dice."""
     with open(metrics_csv, newline="") as f:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from biounet import __version__
-from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any
+from biounet.checkpoint import Checkpoint, EnsembleCheckpoint, PipelineCheckpoint, load_any
 from biounet.errors import BiounetError
 from biounet.fast import prepare_for_inference
 
@@ -106,17 +106,29 @@ def export_checkpoint(
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise BiounetError(f"{', '.join(existing)}: exists; export never overwrites a file")
+    models = model_parts(ck)
+    return [export_onnx(m, t) for m, t in zip(models.values(), targets, strict=True)]
+
+
+def model_parts(ck: Checkpoint | PipelineCheckpoint | EnsembleCheckpoint) -> dict[str, Checkpoint]:
+    """The single models in ``ck`` by name: a pipeline's parts, an ensemble's ``member<K>``,
+    or ``ck`` itself (named "")."""
     if isinstance(ck, PipelineCheckpoint):
-        return [export_onnx(part, t) for part, t in zip(ck.parts.values(), targets, strict=True)]
-    return [export_onnx(ck, targets[0])]
+        return dict(ck.parts)
+    if isinstance(ck, EnsembleCheckpoint):
+        return {f"member{k}": m for k, m in enumerate(ck.members)}
+    return {"": ck}
 
 
-def export_targets(ck: Checkpoint | PipelineCheckpoint, out: Path) -> list[Path]:
+def export_targets(
+    ck: Checkpoint | PipelineCheckpoint | EnsembleCheckpoint, out: Path
+) -> list[Path]:
     """The files ``export_checkpoint`` writes for ``ck`` at ``out``: ``out`` itself, or one
-    ``<out stem>_<part><suffix>`` per model of a pipeline."""
-    if isinstance(ck, PipelineCheckpoint):
-        return [out.with_name(f"{out.stem}_{name}{out.suffix or '.onnx'}") for name in ck.parts]
-    return [out]
+    ``<out stem>_<part><suffix>`` per model of a pipeline or an ensemble."""
+    names = list(model_parts(ck))
+    if names == [""]:
+        return [out]
+    return [out.with_name(f"{out.stem}_{name}{out.suffix or '.onnx'}") for name in names]
 
 
 class OrtModel:

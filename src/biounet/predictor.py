@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from biounet.checkpoint import Checkpoint, PipelineCheckpoint, load_any, stored_thresholds
+from biounet.checkpoint import (
+    Checkpoint,
+    EnsembleCheckpoint,
+    PipelineCheckpoint,
+    load_any,
+    stored_thresholds,
+)
 from biounet.errors import BiounetError
 from biounet.fast import prepare_for_inference
 from biounet.infer import pick_device, predict_images, resolve_precision
@@ -130,13 +136,13 @@ def threshold_fields(given: tuple[float, tuple[tuple[str, float], ...]] | None) 
 
 
 class ModelPredictor:
-    """A single U-Net checkpoint on whole images. ``backend``/``fast``: see ``runnable``.
-    ``tta``: the mean of the probabilities of the image and of its left-right and top-bottom
-    flips (3 forward passes)."""
+    """A single U-Net checkpoint, or an ensemble of them (the mean of their probabilities), on
+    whole images. ``backend``/``fast``: see ``runnable``. ``tta``: the mean of the probabilities
+    of the image and of its left-right and top-bottom flips (3 forward passes per model)."""
 
     def __init__(
         self,
-        ck: Checkpoint,
+        ck: Checkpoint | list[Checkpoint],
         precision: str = "auto",
         threshold: float = 0.5,
         backend: str = "torch",
@@ -147,12 +153,18 @@ class ModelPredictor:
         tile: int | None = None,
         tile_overlap: float = 0.25,
     ) -> None:
-        self.ck = ck
+        members = ck if isinstance(ck, list) else [ck]
+        self.members = members
+        self.ck = members[0]  # labels, and the training settings evaluate reads
         self.device, self.precision = backend_device_precision(backend, precision)
-        self.model = runnable(
-            ck, ck.build().to(self.device), self.device, self.precision, backend, fast, compile
-        )
-        self.labels = ck.labels
+        self.models = [
+            runnable(
+                m, m.build().to(self.device), self.device, self.precision, backend, fast, compile
+            )
+            for m in members
+        ]
+        self.model = self.models[0]
+        self.labels = self.ck.labels
         self.threshold = threshold
         # each label's mask cut (``PredictOptions.cuts``); default ``threshold`` for all
         self.cuts = cuts or {lb: threshold for lb in self.labels}
@@ -169,18 +181,21 @@ class ModelPredictor:
         views = []
         for img in imgs:
             views += [img, img[:, ::-1].copy(), img[::-1].copy()] if self.tta else [img]
-        probs = list(
-            predict_images(
-                self.model,
+        probs: list[np.ndarray] = []  # each (L, H, W): the members' mean
+        for m, member in zip(self.models, self.members, strict=True):
+            mp = predict_images(
+                m,
                 views,
-                self.ck.preprocess,
+                member.preprocess,
                 self.device,
                 self.precision,
                 len(views),
                 self.tile,
                 self.tile_overlap,
             )
-        )  # each (L, H, W)
+            probs = list(mp) if not probs else [a + b for a, b in zip(probs, mp, strict=True)]
+        if len(self.models) > 1:
+            probs = [p / len(self.models) for p in probs]
         out = []
         for k in range(len(imgs)):
             p = probs[k * n_views : (k + 1) * n_views]
@@ -302,17 +317,19 @@ def make_predictor(
             ", ".join(f"{lb}={t:g}" for lb, t in stored.items()),
         )
     reuse_memory(o.reuse_memory, pick_device().type if o.backend == "torch" else "cpu")
+    members = ck.members if isinstance(ck, EnsembleCheckpoint) else [ck]
+    first = members[0]
     if o.tile is not None and (
-        isinstance(ck, PipelineCheckpoint) or ck.model_config.arch == "unet_valid"
+        isinstance(first, PipelineCheckpoint) or first.model_config.arch == "unet_valid"
     ):
         log.warning(
             "%s: --tile concerns single padded U-Nets (a fundus pipeline runs on its disc crop, "
             "an unpadded model by overlap-tile)",
             path,
         )
-    if isinstance(ck, PipelineCheckpoint):
-        return FundusPipelinePredictor(ck, o)
-    if ck.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
+    if isinstance(first, PipelineCheckpoint):
+        return FundusPipelinePredictor(first, o)
+    if first.model_config.arch == "unet_valid":  # output smaller than input: overlap-tile
         from biounet.em.predictor import OverlapTilePredictor
 
         if o.backend != "torch":
@@ -327,20 +344,20 @@ def make_predictor(
                 "membrane threshold stored in the checkpoint)",
                 path,
             )
-        return OverlapTilePredictor(ck, o.precision, o.tta)
+        return OverlapTilePredictor(first, o.precision, o.tta)
     if o.fit_ellipse or o.input_kind != "auto" or o.tta_scales is not None:
         log.warning(
             "%s: a single model: --ellipse, --input and --tta-scales concern fundus pipelines", path
         )
     return ModelPredictor(
-        ck,
+        members if len(members) > 1 else first,
         o.precision,
         o.threshold,
         o.backend,
         o.fast,
         o.tta,
         o.compile,
-        o.cuts(ck.labels),
+        o.cuts(first.labels),
         o.tile,
         o.tile_overlap,
     )
