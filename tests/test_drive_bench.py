@@ -75,3 +75,16 @@ def test_page_has_a_row_per_variant_and_the_human_reference() -> None:
     assert "| whole (chosen), flip TTA | 0.7000 | 0.9500 | 0.8000 | 0.9700 | 0.8100 |" in md
     assert "| second observer vs first | - | 0.9500 | 0.8000 | 0.9700 | 0.7900 | - |" in md
     assert "whole images at 576 px, 10 epochs" in md and "| whole | 60 | 9 |" in md
+
+
+def test_page_has_the_cv_ensemble_rows() -> None:
+    r = dv.merged({}, "patch192", variant(0.7, 0.81))
+    fov = variant(0, 0.805)["test"]["fov"]
+    r |= {"machine": "m", "quick": False, "second_observer": {**fov, "auc": None},
+          "cv_ensembles": {"patch192": {"commit": "e", "folds": 5, "cv_dice": 0.77,
+                                        "test": {"fov": fov, "predict_s_per_image": 0.25},
+                                        "test_tta": {"fov": fov, "predict_s_per_image": 0.75}}}}  # fmt: skip
+    md = dv.markdown(r)
+    row = "| patch192: 5 CV folds as one ensemble, no TTA | - | 0.9500 | 0.8000 | 0.9700 | 0.8050 |"
+    assert row in md
+    assert "out-of-fold Dice 0.7700; 0.250 s per test image (0.750 with TTA)" in md
