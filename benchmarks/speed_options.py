@@ -78,8 +78,7 @@ DICE_KEYS = ("dice_disc", "dice_cup", "dice_mean")
 
 
 def run_arm(name: str, train_kw: dict[str, Any], epochs: int, work: Path) -> dict[str, Any]:
-    from biounet.cli_commands import RECIPES
-    from biounet.config import DataConfig, RunConfig, TrainConfig
+    from biounet.config import RECIPES, DataConfig, RunConfig, TrainConfig
     from biounet.models import preset
     from biounet.models.upconv import UpConv2x2
     from biounet.train import fit

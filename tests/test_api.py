@@ -226,3 +226,27 @@ def test_biounet_evaluate_shows_the_api_functions_signature() -> None:
 
     assert inspect.signature(biounet.evaluate) == inspect.signature(evaluate)
     assert "biounet.api.evaluate" in biounet.evaluate.__doc__
+
+
+def test_a_dict_takes_the_presets_recipe_as_the_cli_does() -> None:
+    from biounet.cli import parser
+    from biounet.cli_commands import build_run_config
+
+    seed = run_config({"data": {"root": "d", "labels": ["disc"]}, "preset": "seed"})
+    t = seed.train  # the article's: Adam 1e-4, StepLR(10, 0.1), 50 epochs, batch 4, 224 px
+    assert (t.lr, t.lr_step, t.lr_gamma, t.lr_schedule, t.epochs, t.batch_size) == (
+        1e-4, 10, 0.1, "step", 50, 4
+    )  # fmt: skip
+    assert seed.data.image_size == 224
+    cli = build_run_config(
+        parser().parse_args(["train", "--data", "d", "--labels", "disc", "--preset", "seed"])
+    )
+    assert (cli.train, cli.data.image_size) == (seed.train, seed.data.image_size)
+    # values given win; the schedule follows a step given
+    small = run_config(
+        {"data": {"root": "d", "image_size": 96}, "train": {"batch_size": 2, "lr_step": 5},
+         "preset": "small"}
+    )  # fmt: skip
+    t = small.train
+    assert (t.batch_size, t.lr, t.epochs, t.lr_step, t.lr_schedule) == (2, 2e-3, 60, 5, "step")
+    assert small.data.image_size == 96

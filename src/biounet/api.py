@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from biounet.config import RunConfig
+from biounet.config import RunConfig, with_recipe
 from biounet.errors import BiounetError
 from biounet.predictor import Prediction, PredictOptions, make_predictor, threshold_fields
 
@@ -204,9 +204,12 @@ def fit(
     config.yaml, report.html).
 
     ``config``: a ``RunConfig``; a dict of the same shape (``{"data": {"root": ..., "labels": [...],
-    "image_size": 128}, "train": {"epochs": 20}, "preset": "small"}``: missing parts take their
-    defaults, and without a ``"model"`` part the preset's model is used, with the input channels
-    read from the images); or the path of a ``config.yaml`` written by an earlier run.
+    "image_size": 128}, "train": {"epochs": 20}, "preset": "small"}``: epochs, learning rate and
+    its schedule, batch size and image size not given take the preset's recipe, as ``biounet
+    train --preset`` does (``biounet.config.RECIPES``: "seed" the article's Adam 1e-4 with
+    StepLR(10, 0.1) at 224 px), other missing values their defaults, and without a ``"model"``
+    part the preset's model is used, with the input channels read from the images); or the path
+    of a ``config.yaml`` written by an earlier run (as it is).
     ``out_dir``: the run folder; default ``runs/<date>-<time>`` under the current folder. A
     folder that holds a run already is refused (BiounetError) unless ``overwrite``: a notebook cell
     run twice would otherwise replace the first run. Progress is logged (``logging``, level INFO).
@@ -235,6 +238,9 @@ def run_config(config: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
     if not isinstance(config, dict):
         raise TypeError(f"config: expected a RunConfig, dict or path, got {type(config).__name__}")
     cfg = RunConfig.from_dict(config)
+    # the preset's training recipe where the dict is silent, as biounet train --preset uses it
+    given = lambda part: set(config.get(part) or {})  # noqa: E731
+    cfg = with_recipe(cfg, given("train"), given("data"))
     # a pathlib.Path is natural in user code; config.yaml and checkpoints want a string
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(cfg.data.root)))
     if "model" not in config:

@@ -13,38 +13,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from biounet.config import DataConfig, RunConfig, TrainConfig
+from biounet.config import DataConfig, RunConfig, TrainConfig, recipe
 from biounet.errors import BiounetError
 
 if TYPE_CHECKING:
     from biounet.predictor import PredictOptions
 
 log = logging.getLogger("biounet")
-
-# Per-preset training defaults. The article's recipe for "seed": Adam 1e-4, StepLR(10, 0.1), 50 epochs, 224 px.
-RECIPES: dict[str, dict] = {
-    "seed": {
-        "epochs": 50,
-        "lr": 1e-4,
-        "lr_step": 10,
-        "lr_gamma": 0.1,
-        "batch_size": 4,
-        "image_size": 224,
-    },
-    "paper": {
-        "epochs": 50,
-        "lr": 1e-4,
-        "lr_step": 10,
-        "lr_gamma": 0.1,
-        "batch_size": 4,
-        "image_size": 256,
-    },
-    "small": {"epochs": 60, "lr": 2e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
-    "medium": {"epochs": 60, "lr": 1e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
-}
-# The family trains with its U-Net's recipe, so comparisons change only the architecture.
-RECIPES |= {"attention_seed": RECIPES["seed"], "unetpp_seed": RECIPES["seed"]}
-RECIPES |= {"attention_small": RECIPES["small"], "unetpp_small": RECIPES["small"]}
 
 
 def build_run_config(a: argparse.Namespace) -> RunConfig:
@@ -55,7 +30,7 @@ def build_run_config(a: argparse.Namespace) -> RunConfig:
         raise BiounetError(
             "--tensorboard: the tensorboard package is not installed (pip install tensorboard)"
         )
-    r = RECIPES.get(a.preset, RECIPES["small"])
+    r = recipe(a.preset)
     model = preset(a.preset, in_channels=a.in_channels or 0)
     pick = lambda v, key: r[key] if v is None else v  # noqa: E731
     data = DataConfig(

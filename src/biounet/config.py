@@ -232,3 +232,53 @@ def _checked(cls: type, key: str, default: Any, value: Any) -> Any:
             f"{cls.__name__}.{key}: expected {expected}, got {value!r} ({type(value).__name__})"
         )
     return value
+
+
+# Per-preset training defaults. The article's recipe for "seed": Adam 1e-4, StepLR(10, 0.1), 50 epochs, 224 px.
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "epochs": 50,
+        "lr": 1e-4,
+        "lr_step": 10,
+        "lr_gamma": 0.1,
+        "batch_size": 4,
+        "image_size": 224,
+    },
+    "paper": {
+        "epochs": 50,
+        "lr": 1e-4,
+        "lr_step": 10,
+        "lr_gamma": 0.1,
+        "batch_size": 4,
+        "image_size": 256,
+    },
+    "small": {"epochs": 60, "lr": 2e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
+    "medium": {"epochs": 60, "lr": 1e-3, "lr_step": 0, "batch_size": 8, "image_size": 256},
+}
+# The family trains with its U-Net's recipe, so comparisons change only the architecture.
+RECIPES |= {"attention_seed": RECIPES["seed"], "unetpp_seed": RECIPES["seed"]}
+RECIPES |= {"attention_small": RECIPES["small"], "unetpp_small": RECIPES["small"]}
+
+
+def recipe(preset: str) -> dict[str, Any]:
+    """The training defaults of ``preset`` (``RECIPES``; other presets take "small"'s): what
+    ``biounet train --preset P`` and ``biounet.fit({"preset": P, ...})`` use where not given."""
+    return dict(RECIPES.get(preset, RECIPES["small"]))
+
+
+def with_recipe(cfg: RunConfig, given_train: set[str], given_data: set[str]) -> RunConfig:
+    """``cfg`` with its preset's recipe in the train fields and image size not in ``given_*``;
+    the schedule, where not given, StepLR when the recipe steps the rate, else constant (as the
+    CLI builds it)."""
+    r = recipe(cfg.preset)
+    train = {k: r[k] for k in ("epochs", "lr", "lr_step", "lr_gamma", "batch_size") if k in r}
+    train = {k: v for k, v in train.items() if k not in given_train}
+    if "lr_schedule" not in given_train:
+        step = cfg.train.lr_step if "lr_step" in given_train else r.get("lr_step", 0)
+        train["lr_schedule"] = "step" if step else "constant"
+    data = {"image_size": r["image_size"]} if "image_size" not in given_data else {}
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, **train),
+        data=dataclasses.replace(cfg.data, **data),
+    )
