@@ -86,6 +86,7 @@ def forward_probs(
     return network_probs(model, normalize(x), device, precision, channels_last)
 
 
+@torch.inference_mode()
 def network_probs(
     model: nn.Module,
     x: torch.Tensor,
@@ -103,8 +104,9 @@ def network_probs(
 
 
 # Prepared images with a longer side than AUTO_TILE_ABOVE are run in AUTO_TILE windows by default:
-# measured on 2 CPU cores (small preset, bf16), a 2048 px image in one pass peaked at 1116 MiB
-# RSS and took 2.4 s; in 512 px windows 622 MiB and 1.6 s (4096 px windows: 906 MiB).
+# measured on 2 CPU cores (small preset, bf16; benchmarks/predict_tiles.py), a whole predict
+# process on a 2048 px image peaked at 1513 MiB RSS, in 512 px windows at 727 MiB (4096 px: 5121
+# vs 1591 MiB), no slower; at 1024 px windows cost more than they save (561 vs 632 MiB).
 AUTO_TILE_ABOVE = 1024
 AUTO_TILE = 512
 TILE_BATCH = 4
