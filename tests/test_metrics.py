@@ -97,9 +97,13 @@ def test_summarize_mean_std_median_min_per_label() -> None:
     assert d["dice_median"] == pytest.approx(0.4)
     assert d["dice_min"] == pytest.approx(0.2)
     assert d["iou_mean"] == pytest.approx(0.3)
+    # Dice 0.2, 0.4, 0.9: every resampled mean lies between the smallest and the largest value
+    assert 0.2 <= d["dice_ci95_low"] < 0.5 < d["dice_ci95_high"] <= 0.9
     assert s["cup"] == {
         "dice_mean": 1.0, "dice_std": 0.0, "dice_median": 1.0, "dice_min": 1.0,
+        "dice_ci95_low": 1.0, "dice_ci95_high": 1.0,
         "iou_mean": 1.0, "iou_std": 0.0, "iou_median": 1.0, "iou_min": 1.0,
+        "iou_ci95_low": 1.0, "iou_ci95_high": 1.0,
     }  # fmt: skip
 
 
@@ -110,7 +114,9 @@ def test_summarize_skips_text_bools_and_non_finite_values() -> None:
         {"label": "a", "stem": "s3", "dice": 1.0},
     ]
     s = summarize(rows)["a"]
-    assert set(s) == {"dice_mean", "dice_std", "dice_median", "dice_min"}
+    assert set(s) == {
+        "dice_mean", "dice_std", "dice_median", "dice_min", "dice_ci95_low", "dice_ci95_high"
+    }  # fmt: skip
     assert s["dice_mean"] == pytest.approx(0.75)
     assert s["dice_std"] == pytest.approx(0.25)
 
@@ -140,3 +146,29 @@ def test_confusion_scores_hand_computed() -> None:
     )
     empty = confusion_scores(np.zeros(4, bool), np.zeros(4, bool))
     assert empty == {"accuracy": 1.0, "sensitivity": 1.0, "specificity": 1.0, "f1": 1.0}
+
+
+def test_bootstrap_ci_edge_cases_and_determinism() -> None:
+    from biounet.metrics import bootstrap_ci
+
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    assert bootstrap_ci([0.8]) == (0.8, 0.8)
+    assert bootstrap_ci([0.3] * 10) == pytest.approx((0.3, 0.3))
+    v = np.random.default_rng(1).random(30)
+    assert bootstrap_ci(v) == bootstrap_ci(v)  # seeded: the same interval every time
+    lo, hi = bootstrap_ci(v)
+    assert lo < v.mean() < hi
+    lo90, hi90 = bootstrap_ci(v, level=0.9)
+    assert lo < lo90 < hi90 < hi  # a lower level, a narrower interval
+
+
+def test_bootstrap_ci_matches_the_normal_interval_on_a_large_sample() -> None:
+    """For n values the mean's 95 % interval is about mean -+ 1.96 sd / sqrt(n): with n = 400
+    standard normal values, half-width 1.96 * sd / 20 ~ 0.098."""
+    from biounet.metrics import bootstrap_ci
+
+    v = np.random.default_rng(0).standard_normal(400)
+    lo, hi = bootstrap_ci(v, draws=4000)
+    half = 1.96 * v.std() / 20
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert (lo + hi) / 2 == pytest.approx(v.mean(), abs=0.02)

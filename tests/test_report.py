@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from biounet.metrics import bootstrap_ci
 from biounet.report import label_table, write_report
 from biounet.viz import contour_thumbnail
 
@@ -41,9 +42,12 @@ def test_label_table_mean_std_median_worst(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(folder / "per_image.csv")))  # noqa: SIM115
     html = label_table(rows)
     # Dice 0.9, 0.5, 0.7: mean 0.7, population std sqrt(0.08/3), median 0.7, worst 0.5 (image b)
-    assert cells(html, "Dice") == ["0.7000", "0.1633", "0.7000", "0.5000 (b)", "3"]
-    # HD95 1, 1, inf: the infinite one is the worst but stays out of mean/std/median/n
-    assert cells(html, "HD95 \\(px\\)") == ["1.00", "0.00", "1.00", "∞ (c)", "2"]
+    lo, hi = bootstrap_ci([0.9, 0.5, 0.7])  # within the smallest and largest value
+    assert 0.5 <= lo < 0.7 < hi <= 0.9
+    ci = f"{lo:.4f} - {hi:.4f}"
+    assert cells(html, "Dice") == ["0.7000", ci, "0.1633", "0.7000", "0.5000 (b)", "3"]
+    # HD95 1, 1, inf: the infinite one is the worst but stays out of mean/std/median/n/CI
+    assert cells(html, "HD95 \\(px\\)") == ["1.00", "1.00 - 1.00", "0.00", "1.00", "∞ (c)", "2"]
 
 
 def test_report_escapes_and_needs_no_network(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from biounet import __version__
 from biounet.cli_commands import (
+    cmd_compare,
     cmd_cv,
     cmd_demo,
     cmd_ensemble,
@@ -485,6 +486,21 @@ def parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--format", choices=["onnx"], default="onnx")
     x.set_defaults(func=cmd_export)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="is model B better than model A? paired per-image differences of two evaluate "
+        "folders with a bootstrap confidence interval",
+    )
+    cmp.add_argument("a", type=Path, help="evaluate output folder of model A")
+    cmp.add_argument("b", type=Path, help="evaluate output folder of model B (same split)")
+    cmp.add_argument(
+        "--metric",
+        default="dice",
+        help="a per_image.csv column: dice (default), iou, precision, recall, hd95, asd or bce",
+    )
+    cmp.add_argument("--out", type=Path, help="also write the comparison as JSON here")
+    cmp.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("model-info", help="parameter count and architecture of a preset")
     m.add_argument("--preset", default="small")

@@ -323,6 +323,19 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    import json
+
+    from biounet.compare import compare_evaluations, format_comparison
+
+    c = compare_evaluations(a.a, a.b, a.metric)
+    print(format_comparison(c))
+    if a.out:
+        a.out.write_text(json.dumps(c, indent=2))
+        print(f"wrote {a.out}")
+    return 0
+
+
 def cmd_model_info(a: argparse.Namespace) -> int:
     from biounet.models import build_model, count_parameters, preset
 

@@ -54,9 +54,41 @@ def image_metrics(
     return rows
 
 
+# metrics whose mean gets a bootstrap confidence interval in ``summarize``
+CI_METRICS = ("dice", "iou")
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_ci(
+    values: np.ndarray | list[float],
+    level: float = 0.95,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values`` (one per image): the
+    images resampled with replacement ``draws`` times, seeded, so the same values always give
+    the same interval. (nan, nan) without values; (v, v) for a single one. For paired
+    comparisons pass the per-image differences."""
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [
+            a[rng.integers(0, a.size, (min(200, draws - i), a.size))].mean(axis=1)
+            for i in range(0, draws, 200)
+        ]
+    )
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def summarize(rows: list[dict[str, float | str]]) -> dict[str, dict[str, float]]:
-    """Rows with 'label' and numeric metrics -> {label: {<m>_mean, <m>_std, <m>_median, <m>_min}} over images.
-    Std is the population standard deviation (ddof=0)."""
+    """Rows with 'label' and numeric metrics -> {label: {<m>_mean, <m>_std, <m>_median, <m>_min}} over images,
+    and for Dice and IoU ``<m>_ci95_low`` / ``<m>_ci95_high``, the 95 % bootstrap confidence
+    interval of the mean (``bootstrap_ci``: how far the mean could move on other images like
+    these). Std is the population standard deviation (ddof=0)."""
     by_label: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for k, v in r.items():
@@ -71,6 +103,8 @@ def summarize(rows: list[dict[str, float | str]]) -> dict[str, dict[str, float]]
             s[f"{k}_std"] = float(a.std())
             s[f"{k}_median"] = float(np.median(a))
             s[f"{k}_min"] = float(a.min())
+            if k in CI_METRICS:
+                s[f"{k}_ci95_low"], s[f"{k}_ci95_high"] = bootstrap_ci(a)
         out[lb] = s
     return out
 

@@ -23,6 +23,7 @@ from biounet.config import RunConfig
 from biounet.data.dataset import load_masks
 from biounet.data.folder import Sample
 from biounet.data.io import read_image, save_png
+from biounet.metrics import bootstrap_ci
 from biounet.report_assets import LEGEND, PAGE
 from biounet.report_calibration import calibration_html
 from biounet.viz import contour_thumbnail, label_colours
@@ -117,7 +118,10 @@ def cell(v: float, decimals: int) -> str:
 def label_table(rows: list[dict[str, str]]) -> str:
     """Mean, std, median over the finite values (as summary.json) and the worst image, per label."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    head = "<tr><th>label</th><th>metric</th><th>mean</th><th>std</th><th>median</th><th>worst (image)</th><th>n</th></tr>"
+    head = (
+        "<tr><th>label</th><th>metric</th><th>mean</th><th>95 % CI of the mean</th><th>std</th>"
+        "<th>median</th><th>worst (image)</th><th>n</th></tr>"
+    )
     out = []
     for lb in labels:
         mine = [r for r in rows if r["label"] == lb]
@@ -130,14 +134,18 @@ def label_table(rows: list[dict[str, str]]) -> str:
             stats = (
                 [finite.mean(), finite.std(), np.median(finite)] if finite.size else [math.nan] * 3
             )
+            lo, hi = bootstrap_ci(finite)
+            ci = f'<td class="num">{fmt(lo, dec)} - {fmt(hi, dec)}</td>'
             out.append(
-                f"<tr><td>{escape(lb)}</td><td>{escape(name)}</td>"
-                + "".join(cell(float(s), dec) for s in stats)
+                f"<tr><td>{escape(lb)}</td><td>{escape(name)}</td>{cell(float(stats[0]), dec)}{ci}"
+                + "".join(cell(float(s), dec) for s in stats[1:])
                 + f'<td class="num">{fmt(vals[worst], dec)} ({escape(mine[worst]["stem"])})</td>'
                 f'<td class="num">{finite.size}</td></tr>'
             )
     note = (
-        '<p class="note">Per image, at each mask\'s own resolution; std is the population std. '
+        '<p class="note">Per image, at each mask\'s own resolution; std is the population std; '
+        "the confidence interval is a bootstrap over the images (2000 resamplings): how far the "
+        "mean could move on another set of images like these. "
         "HD95 and ASD are infinite where a mask is empty: such images count in “worst” but not "
         "in mean, std, median and n.</p>"
     )
