@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from biounet.api import fit  # noqa: E402
+from biounet.compare import paired_stats  # noqa: E402
 from biounet.data.folder import read_splits  # noqa: E402
 from biounet.data.io import read_image, read_mask  # noqa: E402
 from biounet.metrics import binary_scores, confusion_scores, pixel_auc  # noqa: E402
@@ -117,9 +118,11 @@ def cv_ensemble(
     stems: list[str],
     truths: list[np.ndarray],
     fovs: list[np.ndarray],
+    single_f1: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """``biounet cv`` of ``cfg`` into ``cv_dir`` (done folds are kept), the folds bundled by
-    ``biounet ensemble`` and scored on the test images without and with flip TTA."""
+    ``biounet ensemble`` and scored on the test images without and with flip TTA, and image by
+    image against ``single_f1`` (the single model's per-image F1, "test" and "test_tta")."""
     from biounet.api import run_config
     from biounet.checkpoint import save_model_ensemble
     from biounet.cv import fold_runs, run_cv
@@ -139,7 +142,22 @@ def cv_ensemble(
     for key, tta in (("test", False), ("test_tta", True)):
         probs, s_per_image = predict_test(ens, root, stems, tta)
         out[key] = {"fov": fov_scores(probs, truths, fovs), "predict_s_per_image": s_per_image}
+        # image by image against the single model (A) with the same TTA: F1 inside the FOV
+        f1_ens = fov_f1_per_image(probs, truths, fovs)
+        out[key]["vs_single"] = paired_stats(single_f1[key], f1_ens, higher=True)
     return out
+
+
+def fov_f1_per_image(
+    probs: list[np.ndarray], truths: list[np.ndarray], fovs: list[np.ndarray]
+) -> np.ndarray:
+    """(n,) F1 at 0.5 inside each image's field of view."""
+    return np.array(
+        [
+            confusion_scores(p[f] > 0.5, t[f])["f1"]
+            for p, t, f in zip(probs, truths, fovs, strict=True)
+        ]
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -197,6 +215,16 @@ def markdown(r: dict[str, Any]) -> str:
             f"{e['test']['predict_s_per_image']:.3f} s per test image "
             f"({e['test_tta']['predict_s_per_image']:.3f} with TTA). Commit `{e['commit']}`.",
         ]
+        for key, what in (("test", "no TTA"), ("test_tta", "flip TTA")):
+            v = e[key].get("vs_single")
+            if v:
+                lo, hi = v["diff_ci95"]
+                out.append(
+                    f"Against the single {name} model image by image ({what}): F1 inside the "
+                    f"field of view {v['diff_mean']:+.4f} (95 % paired bootstrap interval "
+                    f"{lo:+.4f} to {hi:+.4f}), ensemble better on {v['b_wins']} of {v['n']} "
+                    f"images: {v['verdict'].replace('B better', 'ensemble better').replace('A better', 'single model better')}."
+                )
     out += [
         "",
         "For scale, published U-Net variants' F1 on these test images: "
@@ -241,9 +269,11 @@ def main() -> None:
     fovs = [read_mask(root / "masks" / "fov" / f"{s}.png") > 0 for s in stems]
     second = [read_mask(root / "masks" / "vessel_observer2" / f"{s}.png") > 0 for s in stems]
     variant: dict[str, Any] = {"commit": git_commit()}
+    single_f1: dict[str, np.ndarray] = {}
     ck = run / "best.pt"
     for key, tta in (("test", False), ("test_tta", True)):
         probs, s_per_image = predict_test(ck, root, stems, tta)
+        single_f1[key] = fov_f1_per_image(probs, truths, fovs)
         whole = [binary_scores(p > 0.5, t)["dice"] for p, t in zip(probs, truths, strict=True)]
         variant[key] = {
             "n_images": len(stems),
@@ -271,7 +301,9 @@ def main() -> None:
     ensembles = dict(old.get("cv_ensembles") or {})
     if a.cv_ensemble:
         folds = 2 if a.quick else CV_FOLDS
-        ensembles[name] = cv_ensemble(cfg, work / f"cv{suffix}", folds, root, stems, truths, fovs)
+        ensembles[name] = cv_ensemble(
+            cfg, work / f"cv{suffix}", folds, root, stems, truths, fovs, single_f1
+        )
     result = merged(old, name, variant) | {
         "cv_ensembles": ensembles,
         "commit": git_commit(),

@@ -82,9 +82,17 @@ def test_page_has_the_cv_ensemble_rows() -> None:
     fov = variant(0, 0.805)["test"]["fov"]
     r |= {"machine": "m", "quick": False, "second_observer": {**fov, "auc": None},
           "cv_ensembles": {"patch192": {"commit": "e", "folds": 5, "cv_dice": 0.77,
-                                        "test": {"fov": fov, "predict_s_per_image": 0.25},
+                                        "test": {"fov": fov, "predict_s_per_image": 0.25,
+                                                 "vs_single": {"diff_mean": 0.004, "diff_ci95": [0.001, 0.007],
+                                                               "b_wins": 15, "n": 20,
+                                                               "verdict": "B better (the interval leaves 0)"}},
                                         "test_tta": {"fov": fov, "predict_s_per_image": 0.75}}}}  # fmt: skip
     md = dv.markdown(r)
     row = "| patch192: 5 CV folds as one ensemble, no TTA | - | 0.9500 | 0.8000 | 0.9700 | 0.8050 |"
     assert row in md
     assert "out-of-fold Dice 0.7700; 0.250 s per test image (0.750 with TTA)" in md
+    assert (
+        "(no TTA): F1 inside the field of view +0.0040 (95 % paired bootstrap interval +0.0010"
+        in md
+    )
+    assert "better on 15 of 20 images: ensemble better (the interval leaves 0)." in md
