@@ -150,3 +150,13 @@ def test_evaluate_an_ensemble(tmp_path: Path, synthetic_data: Path) -> None:
     s = evaluate_checkpoint(ens, synthetic_data, "test", tmp_path / "ev", FP32)
     assert s["n_images"] > 0 and set(s["labels"]) == {"disc", "cup"}
     assert 0 <= s["labels"]["cup"]["dice_mean"] <= 1
+
+
+def test_members_saved_thresholds_are_not_the_ensembles(tmp_path: Path, caplog) -> None:
+    a = model_file(tmp_path / "a.pt", 0)
+    save_with_thresholds(a, tmp_path / "a_site.pt", {"cup": 0.2}, "test")
+    ens = save_model_ensemble(
+        [tmp_path / "a_site.pt", model_file(tmp_path / "b.pt", 1)], tmp_path / "e.pt"
+    )
+    assert "a_site.pt: its saved thresholds are not the ensemble's" in caplog.text
+    assert make_predictor(ens, FP32).cuts == {"disc": 0.5, "cup": 0.5}

@@ -7,6 +7,7 @@ Writes are atomic (temporary file, fsync, rename) so a crash never leaves a half
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from biounet import __version__
 from biounet.config import ModelConfig, dataclass_from_dict, to_plain
 from biounet.errors import BiounetError
 from biounet.models import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "biounet-checkpoint"
 FORMAT_VERSION = 1
@@ -210,6 +213,12 @@ def save_model_ensemble(members: list[Path], out: Path) -> Path:
         if tuple(ck.labels) != tuple(first):
             raise BiounetError(
                 f"{path}: labels {', '.join(ck.labels)}; the first member's are {', '.join(first)}"
+            )
+        if stored_thresholds(ck):
+            log.warning(
+                "%s: its saved thresholds are not the ensemble's (it cuts at 0.5); choose the "
+                "ensemble's with biounet choose-thresholds --save",
+                path,
             )
         payloads.append(payload)
     atomic_torch_save(
