@@ -2,8 +2,8 @@
 property-based fuzzing (any bytes, any damage: an image or a BiounetError, never another exception).
 
 Channels: biounet maps images to the model's channels itself (grey is repeated to RGB, RGB becomes
-luminance for a grey model, alpha is dropped); images with more than 4 channels, and TIFF stacks, are
-refused (test_bad_input.py). Masks: 0/255 or 0/1, grey or RGB with equal channels. 16-bit and float
+luminance for a grey model, alpha is dropped); images with more than 4 channels are refused, and TIFF
+stacks are refused for training and evaluation and predicted slice by slice (test_bad_input.py). Masks: 0/255 or 0/1, grey or RGB with equal channels. 16-bit and float
 images are scaled per image; a 1 x 1 image is resized like any other, for training and prediction.
 """
 

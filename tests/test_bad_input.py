@@ -210,8 +210,6 @@ UNREADABLE = {
     "bomb.png": huge_png,
     "bomb.tif": huge_tiff,
     "five.tif": five_channels,
-    "stack.tif": z_stack,
-    "pages.tif": pages_one_by_one,
 }
 
 
@@ -229,6 +227,65 @@ def test_predict_reports_an_unreadable_file_and_goes_on(
     assert code == 1
     assert_one_line(code, err, "biounet: skipped: ", [name])
     assert (tmp_path / "out" / "good_fg.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "n"), [("stack.tif", z_stack, 5), ("pages.tif", pages_one_by_one, 3)]
+)
+def test_predict_reads_a_tiff_stack_slice_by_slice(
+    name, make, n: int, tmp_path: Path, tiny_checkpoints, capsys
+) -> None:
+    """A z-stack (one series) or pages written one by one: each slice predicted as an image of
+    its own, named <stem>_z000 ..; a job run again skips the slices done."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(folder / "good.png", np.zeros((H, W, 3), np.uint8))
+    make(folder / name)
+    code, _ = predict(tiny_checkpoints[3], [folder], tmp_path / "out", capsys)
+    assert code == 0
+    stem = Path(name).stem
+    for k in range(n):
+        assert (tmp_path / "out" / f"{stem}_z{k:03d}_fg.png").is_file()
+    assert not (tmp_path / "out" / f"{stem}_z{n:03d}_fg.png").exists()
+    from biounet.predict import predict_paths
+
+    (tmp_path / "out" / f"{stem}_z001_overlay.png").unlink()  # one slice not finished
+    done, skipped, errors = predict_paths(
+        tiny_checkpoints[3], [folder], tmp_path / "out", show_progress=False
+    )
+    assert (len(done), len(skipped), errors) == (1, n, [])
+    assert done == [folder / name] and (tmp_path / "out" / f"{stem}_z001_overlay.png").is_file()
+
+
+def test_a_slice_is_read_as_its_own_image(tmp_path: Path) -> None:
+    import tifffile
+
+    from biounet.data.io import read_image, stack_size
+    from biounet.errors import BiounetError
+
+    stack = np.stack([np.full((H, W), 10 * k, np.uint8) for k in range(4)])
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
+    assert stack_size(tmp_path / "s.tif") == 4
+    assert int(read_image(tmp_path / "s.tif", 2)[0, 0, 0]) == 20
+    with pytest.raises(BiounetError, match=r"s\.tif: no slice 4 \(the stack has 4\)"):
+        read_image(tmp_path / "s.tif", 4)
+    with pytest.raises(BiounetError, match="predict reads a stack slice by slice"):
+        read_image(tmp_path / "s.tif")
+    save(tmp_path / "one.png", np.zeros((H, W, 3), np.uint8))
+    assert stack_size(tmp_path / "one.png") == 1 == stack_size(tmp_path / "missing.tif")
+
+
+def test_predict_refuses_two_inputs_writing_the_same_outputs(
+    tmp_path: Path, tiny_checkpoints, capsys
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    z_stack(folder / "a.tif")
+    save(tmp_path / "a_z000.png", np.zeros((H, W, 3), np.uint8))
+    code, err = predict(
+        tiny_checkpoints[3], [folder, tmp_path / "a_z000.png"], tmp_path / "o", capsys
+    )
+    assert_one_line(code, err, "biounet: error: ", ["both would write the outputs of 'a_z000'"])
 
 
 def test_train_refuses_a_folder_that_holds_a_run(tmp_path: Path, capsys) -> None:

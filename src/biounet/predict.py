@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from biounet.data.folder import list_images
-from biounet.data.io import IMAGE_EXTENSIONS, PNG_LEVEL, read_image, save_png
+from biounet.data.io import IMAGE_EXTENSIONS, PNG_LEVEL, read_image, save_png, stack_size
 from biounet.errors import BiounetError
 from biounet.predictor import Prediction, PredictOptions, make_predictor
 from biounet.uncertainty import image_uncertainty
@@ -71,7 +71,10 @@ def predict_paths(
     One image is in memory at a time and the CSVs grow a row per image, so memory stays flat
     whatever the count. An image whose outputs all exist is skipped (a killed job resumes where it
     stopped); ``overwrite`` redoes it. ``show_progress``: a progress bar (on a terminal) with images/s.
-    Returns (images written, images skipped, one error line per unreadable file)."""
+    A TIFF stack (z-stack, time series) is predicted slice by slice, each slice an image of its
+    own named ``<stem>_z000``, ``<stem>_z001``, ... (``expand_slices``).
+    Returns (images written, images skipped: one entry per image, a stack's file once per slice;
+    one error line per unreadable file)."""
     pred = make_predictor(checkpoint, opts)
     out_dir, inputs = Path(out_dir), list(inputs)  # read twice below: no generator used up
     for i in inputs:
@@ -80,7 +83,7 @@ def predict_paths(
                 f"{out_dir}: is also an input folder; its outputs would be read as inputs on the "
                 "next run: choose another --out"
             )
-    paths = expand_inputs(inputs)
+    items = expand_slices(expand_inputs(inputs))
     if out_dir.is_file():
         raise BiounetError(f"{out_dir}: is a file; --out names the folder the outputs go to")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,15 +95,16 @@ def predict_paths(
     measures = RowLog(out_dir / "measures.csv", complete, overwrite)
     unc_log = RowLog(out_dir / "uncertainty.csv", complete, overwrite)
     done, skipped, errors, doubtful = [], [], [], []
-    bar = tqdm(paths, desc="predict", unit="img", disable=None if show_progress else True)
-    for path in bar:
-        if not overwrite and complete(path.stem):
+    bar = tqdm(items, desc="predict", unit="img", disable=None if show_progress else True)
+    for path, page, stem in bar:
+        if not overwrite and complete(stem):
             skipped.append(path)
         else:
             try:
-                img = read_image(path)
-                if predict_one(pred, img, path, out_dir, uncertainty, measures, unc_log):
-                    doubtful.append(path.name)
+                img = read_image(path, page)
+                source = str(path) if page is None else f"{path} [slice {page}]"
+                if predict_one(pred, img, stem, source, out_dir, uncertainty, measures, unc_log):
+                    doubtful.append(stem)
             except BiounetError as e:
                 errors.append(str(e))
             except (
@@ -184,24 +188,48 @@ def keep_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> N
 def predict_one(
     pred: Any,
     img: np.ndarray,
-    path: Path,
+    stem: str,
+    source: str,
     out_dir: Path,
     uncertainty: bool,
     measures: RowLog,
     unc_log: RowLog,
 ) -> list[str]:
-    """One image's files and CSV rows. The rows and the uncertainty map come first: the overlay,
-    written last, marks the image done. Returns the prediction's doubt flags."""
+    """One image's files (named from ``stem``) and CSV rows (``source``: its file, and slice).
+    The rows and the uncertainty map come first: the overlay, written last, marks the image
+    done. Returns the prediction's doubt flags."""
     p = pred.predict(img)
     if uncertainty:
         umap, scores = image_uncertainty(pred, img, p)
-        save_png(out_dir / f"{path.stem}_uncertainty.png", umap)
-        unc_log.add({"stem": path.stem, "file": str(path), **scores})
+        save_png(out_dir / f"{stem}_uncertainty.png", umap)
+        unc_log.add({"stem": stem, "file": source, **scores})
     if p.measures:
         shown = reported_measures(p)
-        measures.add({"stem": path.stem, "file": str(path), **shown, "flags": ";".join(p.flags)})
-    write_outputs(out_dir, path.stem, img, p, pred.labels)
+        measures.add({"stem": stem, "file": source, **shown, "flags": ";".join(p.flags)})
+    write_outputs(out_dir, stem, img, p, pred.labels)
     return p.flags
+
+
+def expand_slices(paths: list[Path]) -> list[tuple[Path, int | None, str]]:
+    """(file, slice, output stem) per image to predict: a file as itself, a TIFF stack
+    (``biounet.data.io.stack_size``) as its slices, named ``<stem>_z000``, ``<stem>_z001``, ...
+    (at least three digits, more for longer stacks)."""
+    out: list[tuple[Path, int | None, str]] = []
+    for path in paths:
+        n = stack_size(path)
+        if n == 1:
+            out.append((path, None, path.stem))
+            continue
+        digits = max(3, len(str(n - 1)))
+        out += [(path, k, f"{path.stem}_z{k:0{digits}d}") for k in range(n)]
+    seen: dict[str, Path] = {}
+    for path, _, stem in out:
+        if seen.setdefault(stem, path) != path:
+            raise BiounetError(
+                f"{seen[stem]} and {path}: both would write the outputs of {stem!r}; "
+                "rename one or predict them into separate --out folders"
+            )
+    return out
 
 
 def output_files(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -21,10 +22,35 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 200_000_000  # refuse decompression bombs, with a clear message
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, C) uint8 with C = 1 (grey) or 3 (RGB). Raises BiounetError naming the file."""
+def read_image(path: Path, page: int | None = None) -> np.ndarray:
+    """(H, W, C) uint8 with C = 1 (grey) or 3 (RGB). Raises BiounetError naming the file.
+    A TIFF stack (z-stack, time series) is refused unless ``page`` names one of its images
+    (0 .. ``stack_size(path)`` - 1), which is then read as an image of its own."""
     path = Path(path)
-    return image_from_array(_read_array(path), path)
+    where = path if page is None else f"{path} [slice {page}]"
+    return image_from_array(_read_array(path, page), where)
+
+
+def stack_size(path: Path) -> int:
+    """How many 2D images the file holds: a TIFF stack's slices (same-size pages), else 1 (and
+    1 for a file that cannot be read: reading it says why)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return 1
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return max(1, len(_stack_pages(tf)))
+    except Exception:  # noqa: BLE001 - a corrupt file is reported when it is read
+        return 1
+
+
+def _stack_pages(tf: Any) -> list[Any]:
+    """The pages of the same size as the first (reduced-size pages, thumbnails, are not images
+    of the stack; pages written one by one are series of their own, so count pages, not series)."""
+    first = tf.pages[0]
+    return [p for p in tf.pages if getattr(p, "shape", None) == first.shape]
 
 
 def image_from_array(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
@@ -93,13 +119,15 @@ def read_mask(path: Path, invert: bool = False) -> np.ndarray:
     return 1 - mask if invert else mask
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _read_array(path: Path, page: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise BiounetError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise BiounetError(f"{path}: file is empty (0 bytes)")
     if path.suffix.lower() in (".tif", ".tiff"):
-        return _read_tiff(path)
+        return _read_tiff(path, page)
+    if page not in (None, 0):
+        raise BiounetError(f"{path}: holds one image; no slice {page}")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
@@ -117,7 +145,7 @@ def _read_array(path: Path) -> np.ndarray:
         raise BiounetError(f"{path}: cannot decode image ({e})") from e
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, index: int | None = None) -> np.ndarray:
     import tifffile
 
     try:
@@ -130,20 +158,25 @@ def _read_tiff(path: Path) -> np.ndarray:
                     f"{path}: image too large ({page.imagewidth} x {page.imagelength} pixels; "
                     f"the limit is {MAX_PIXELS:,})"
                 )
-            pages = len(tf.series[0].pages) if tf.series else 1
-            if pages > 1:  # a z-stack or time series: refused rather than silently cut to page 0
-                raise BiounetError(
-                    f"{path}: a stack of {pages} images {tuple(tf.series[0].shape)}; "
-                    "biounet reads one 2D image per file"
+            stack = _stack_pages(tf)
+            if index is None and len(stack) > 1:
+                # a z-stack or time series: refused rather than silently cut to page 0
+                shape = tf.series[0].shape if len(tf.series[0].pages) > 1 else None
+                what = (
+                    f"a stack of {len(stack)} images {tuple(shape)}"
+                    if shape
+                    else (
+                        f"{len(stack)} pages of {page.imagewidth} x {page.imagelength} pixels (a stack)"
+                    )
                 )
-            # pages written one by one are series of their own; reduced-size pages (thumbnails)
-            # are not images of the stack
-            same = sum(1 for p in tf.pages if getattr(p, "shape", None) == page.shape)
-            if same > 1:
                 raise BiounetError(
-                    f"{path}: {same} pages of {page.imagewidth} x {page.imagelength} pixels (a "
-                    "stack); biounet reads one 2D image per file"
+                    f"{path}: {what}; biounet trains and evaluates on one 2D image per file "
+                    "(predict reads a stack slice by slice)"
                 )
+            if index is not None:
+                if not 0 <= index < len(stack):
+                    raise BiounetError(f"{path}: no slice {index} (the stack has {len(stack)})")
+                page = stack[index]
             arr = np.asarray(page.asarray())
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # stored channels-first
