@@ -92,3 +92,27 @@ def test_compare_refuses_other_images_and_bad_folders(
     assert main(["compare", str(a), str(b)]) != 0
     err = capsys.readouterr().err
     assert "same split" in err and "Traceback" not in err
+
+
+def test_evaluate_table_prints_the_interval_of_the_mean() -> None:
+    from biounet.cli_commands import format_summary
+    from biounet.metrics import summarize
+
+    rows = [{"stem": f"i{k}", "label": "disc", "dice": v, "iou": v, "precision": v, "recall": v,
+             "bce": 0.1} for k, v in enumerate([0.9, 0.8, 0.7])]  # fmt: skip
+    s = {"n_images": 3, "split": "test", "threshold": 0.5, "labels": summarize(rows),
+         "article_metrics": {"bce": 0.1, "dice_loss_pooled": 0.2, "iou_pooled": 0.7}}  # fmt: skip
+    lo, hi = bootstrap_ci([0.9, 0.8, 0.7])
+    assert f"Dice 95 % CI of the mean (bootstrap over the images): disc {lo:.4f}-{hi:.4f}" in (
+        format_summary(s)
+    )
+
+
+def test_cv_label_stats_carry_the_interval() -> None:
+    from biounet.cv import label_stats
+
+    rows = [{"stem": f"i{k}", "label": "cup", "dice": str(v), "iou": str(v / 2)}
+            for k, v in enumerate([0.6, 0.8])]  # fmt: skip
+    s = label_stats(rows)["cup"]
+    assert (s["dice_ci95_low"], s["dice_ci95_high"]) == bootstrap_ci([0.6, 0.8])
+    assert 0.6 <= s["dice_ci95_low"] <= s["dice_ci95_high"] <= 0.8

@@ -267,6 +267,14 @@ def format_summary(s: dict) -> str:
             f"{lb:<12}{m['dice_mean']:>9.4f} ±{m['dice_std']:.3f}{m['iou_mean']:>9.4f} ±{m['iou_std']:.3f}"
             f"{m['precision_mean']:>12.4f}{m['recall_mean']:>10.4f}{m['bce_mean']:>8.4f}"
         )
+    if all("dice_ci95_low" in m for m in s["labels"].values()):
+        lines.append(
+            "Dice 95 % CI of the mean (bootstrap over the images): "
+            + ", ".join(
+                f"{lb} {m['dice_ci95_low']:.4f}-{m['dice_ci95_high']:.4f}"
+                for lb, m in s["labels"].items()
+            )
+        )
     if all("ece" in m for m in s["labels"].values()):
         lines.append(
             "calibration error (ECE, pixels pooled): "

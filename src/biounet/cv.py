@@ -29,6 +29,7 @@ import numpy as np
 from biounet.config import RunConfig
 from biounet.data.folder import discover, read_splits, select_split
 from biounet.errors import BiounetError
+from biounet.metrics import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +251,15 @@ def summarize(out: Path) -> dict[str, Any]:
 
 
 def label_stats(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
-    """Per label: mean and std of Dice and IoU over the images (one row per image and label)."""
+    """Per label: mean, std and the 95 % bootstrap interval of the mean of Dice and IoU over the
+    images (one row per image and label)."""
     out: dict[str, dict[str, float]] = {}
     for lb in dict.fromkeys(r["label"] for r in rows):
         d: dict[str, float] = {"n_images": sum(r["label"] == lb for r in rows)}
         for m in ("dice", "iou"):
             v = np.array([float(r[m]) for r in rows if r["label"] == lb])
             d[f"{m}_mean"], d[f"{m}_std"] = float(v.mean()), float(v.std())
+            d[f"{m}_ci95_low"], d[f"{m}_ci95_high"] = bootstrap_ci(v)
         out[lb] = d
     return out
 
