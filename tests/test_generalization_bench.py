@@ -82,6 +82,7 @@ def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Pat
         "both_chosen_by_validation": {"run": "a"},
         "crops_refuge_test": {"c": 1},
         "site_thresholds": {"a_to_x_3": {"run": "a"}, "b_to_x_3": {"run": "b"}},
+        "holdout_thresholds": {"run": "h"},
     }
     (tmp_path / "r.json").write_text(json.dumps(old))
     new = {
@@ -99,6 +100,7 @@ def test_a_partial_call_keeps_the_other_runs_and_says_their_commit(tmp_path: Pat
     assert m["run_commits"] == {"a": "old", "b": "new"}
     assert m["crops_refuge_test"] == {"c": 1} and m["both_chosen_by_validation"] == {"run": "a"}
     assert m["site_thresholds"] == {"a_to_x_3": {"run": "a"}}  # b trained again: its are stale
+    assert m["holdout_thresholds"] == {"run": "h"}
     first = fg.merged_with_previous(new, tmp_path / "absent.json")
     assert first["run_commits"] == {"b": "new"} and first["runs"] == new["runs"]
 
@@ -216,3 +218,44 @@ def test_site_thresholds_choose_on_training_photographs_and_score_the_test_set(
     args.runs = "both_all_polar"
     with pytest.raises(SystemExit, match="trained on every dataset"):
         fg.site_thresholds(args, {"drishti": synthetic_data, "refuge": synthetic_data})
+
+
+def test_holdout_thresholds_choose_on_each_sites_held_out_images(
+    tmp_path: Path, synthetic_data: Path, tiny_fundus, monkeypatch
+) -> None:
+    """--holdout-thresholds end to end on a tiny pipeline (trained by train_run with the run's
+    fifth held out): the held-out stems are the crop model's validation images, thresholds are
+    chosen on exactly those, each test set is scored at 0.5 and at them, and the page says so."""
+    import argparse
+    import json
+
+    from biounet.data.folder import read_splits
+
+    work = tmp_path / "work"
+    (work).mkdir()
+    results = work / "fundus_generalization_quick.json"
+    base = {"commit": "c", "machine": "m", "wall_time_s": 1.0, "runs": {}, "train_time_s": {}}
+    results.write_text(json.dumps(base))
+    # the run's recipe at the tiny pipeline's budget: one source, a fifth held out
+    tiny = tiny_fundus(synthetic_data)
+    run = fg.Run(("drishti",), False, 1, 1, val_fraction=0.2)
+    monkeypatch.setitem(fg.RUNS, fg.HOLDOUT, run)
+    args = argparse.Namespace(work=work, quick=True, locator_draws=8, roi_draws=8, seed=0)
+    monkeypatch.setattr(
+        fg, "fundus_config",
+        lambda name, roots, w, a, r=None: tiny.__class__(**{**tiny.__dict__, "val_fraction": 0.2}),
+    )  # fmt: skip
+    roots = {"drishti": synthetic_data}
+    held = fg.held_out_stems(fg.HOLDOUT, roots, args)["drishti"]
+    assert held and set(held) <= set(read_splits(synthetic_data)["train"])
+    fg.holdout_thresholds(args, roots)
+    h = json.loads(results.read_text())["holdout_thresholds"]
+    chosen = json.loads(
+        (work / f"thresholds_{fg.HOLDOUT}_drishti_held_out" / "thresholds.json").read_text()
+    )
+    assert chosen["n_images"] == len(held) == h["drishti"]["held_out_images"]
+    assert h["drishti"]["thresholds"] == {lb: c["threshold"] for lb, c in chosen["labels"].items()}
+    assert h["drishti"]["test_at_0.5"]["n_images"] == 3
+    md = (work / "fundus_generalization_quick.md").read_text()
+    assert "## Site thresholds from held-out training images" in md
+    assert md.count("| drishti | " + str(len(held)) + " |") == 2
