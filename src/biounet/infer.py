@@ -105,8 +105,8 @@ def network_probs(
 
 # Prepared images with a longer side than AUTO_TILE_ABOVE are run in AUTO_TILE windows by default:
 # measured on 2 CPU cores (small preset, bf16; benchmarks/predict_tiles.py), a whole predict
-# process on a 2048 px image peaked at 1513 MiB RSS, in 512 px windows at 727 MiB (4096 px: 5121
-# vs 1591 MiB), no slower; at 1024 px windows cost more than they save (561 vs 632 MiB).
+# process on a 2048 px image peaked at 1563 MiB RSS, in 512 px windows at 829 MiB (4096 px: 5603
+# vs 1593 MiB), no slower; at 1024 px windows cost more than they save (552 vs 610 MiB).
 AUTO_TILE_ABOVE = 1024
 AUTO_TILE = 512
 TILE_BATCH = 4
