@@ -219,6 +219,10 @@ ABLATIONS["with_refuge"] = {**ABLATIONS["grey"], "camera_augment": True, "extra_
 # the adopted recipe trained in float32 instead of bf16 autocast (the speed issue's accuracy check:
 # does bf16 training change the cross-validated Dice? with --fresh-base cv_ablation_grey)
 ABLATIONS["fp32"] = {**ABLATIONS["grey"], "precision": "fp32"}
+# the adopted recipe with a tighter crop: side 1.6 x the located disc's instead of 2 x, so the disc
+# spans more of the crop model's pixels (its edge is where the disc Dice is lost; with
+# --fresh-base cv_ablation_grey --roi-epochs 300)
+ABLATIONS["roi_scale_1.6"] = {**ABLATIONS["grey"], "roi_scale": 1.6}
 # (locator, crop model) images drawn in training when another dataset joins (``with_extra_data``)
 EXTRA_DRAWS = (4800, 24000)
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
