@@ -74,6 +74,14 @@ def test_fit_fundus_then_predict_full_images_crops_and_an_ensemble(
     one = FundusPredictor(ck, precision="fp32").predict(img)
     two = e.predict(img)
     np.testing.assert_allclose(one.prob, two.prob, atol=1e-5)  # two identical members = one
+    from biounet.evaluate import model_description
+    from biounet.predictor import PredictOptions, make_predictor
+
+    opts = PredictOptions(precision="fp32")
+    assert model_description(make_predictor(ck_path, opts)) == "fundus pipeline"
+    assert model_description(make_predictor(ens, opts)) == (
+        "fundus pipeline ensemble of 2 pipelines (probabilities averaged)"
+    )
 
 
 def test_ensemble_cli_refuses_mixed_members(synthetic_data, tmp_path, capsys) -> None:

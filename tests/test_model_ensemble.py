@@ -20,6 +20,7 @@ from biounet.checkpoint import (
     save_with_thresholds,
 )
 from biounet.cli import main
+from biounet.cli_commands import format_summary
 from biounet.config import ModelConfig
 from biounet.errors import BiounetError
 from biounet.infer import preprocess_spec
@@ -150,6 +151,12 @@ def test_evaluate_an_ensemble(tmp_path: Path, synthetic_data: Path) -> None:
     s = evaluate_checkpoint(ens, synthetic_data, "test", tmp_path / "ev", FP32)
     assert s["n_images"] > 0 and set(s["labels"]) == {"disc", "cup"}
     assert 0 <= s["labels"]["cup"]["dice_mean"] <= 1
+    # the summary, the printed table and the report say what was scored
+    assert s["model"] == "ensemble of 2 single models (unet; probabilities averaged)"
+    assert format_summary(s).splitlines()[0] == f"model: {s['model']}"
+    assert s["model"] in (tmp_path / "ev" / "report.html").read_text()
+    single = evaluate_checkpoint(tmp_path / "a.pt", synthetic_data, "test", tmp_path / "ev1", FP32)
+    assert single["model"] == "single model (unet)"
 
 
 def test_members_saved_thresholds_are_not_the_ensembles(tmp_path: Path, caplog) -> None:

@@ -259,6 +259,7 @@ def format_summary(s: dict) -> str:
     from biounet.evaluate import threshold_text
 
     lines = [
+        *([f"model: {s['model']}"] if "model" in s else []),  # summaries before it lack the key
         f"{s['n_images']} images, split {s['split']}, {threshold_text(s)} (per-image mean ± std)",
         f"{'label':<12}{'Dice':>16}{'IoU':>16}{'precision':>12}{'recall':>10}{'BCE':>8}",
     ]

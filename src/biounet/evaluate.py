@@ -111,6 +111,7 @@ def evaluate_checkpoint(
         _write_csv(out_dir / "per_image_measures.csv", image_rows, list(image_rows[0]))
     summary = {
         "checkpoint": str(checkpoint),
+        "model": model_description(pred),
         "data": str(root),
         "split": split,
         "n_images": len(samples),
@@ -302,9 +303,33 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
         w.writerows(rows)
 
 
+def model_description(pred: Any) -> str:
+    """What ``evaluate`` scored, in words: a single model (its architecture), an ensemble of single
+    models (how many; the mean of their probabilities) or a fundus pipeline (how many pipelines
+    averaged)."""
+    if isinstance(pred, FundusPipelinePredictor):
+        n = len(pred.inner.members)
+        return "fundus pipeline" + (
+            f" ensemble of {n} pipelines (probabilities averaged)" if n > 1 else ""
+        )
+    members = getattr(pred, "members", [])
+    archs = sorted({m.model_config.arch for m in members})
+    if len(members) > 1:
+        return (
+            f"ensemble of {len(members)} single models ({', '.join(archs)}; probabilities averaged)"
+        )
+    return f"single model ({', '.join(archs)})"
+
+
 def _train_config(pred: Any) -> dict[str, Any]:
     ck = getattr(pred, "ck", None)
-    return ck.extra.get("run_config", {}) if ck is not None else {}
+    if ck is None:
+        return {}
+    cfg = ck.extra.get("run_config", {})
+    members = getattr(pred, "members", [])
+    if len(members) > 1 and cfg:  # an ensemble: say whose training this is
+        return {"ensemble": f"{len(members)} members; the first member's training below", **cfg}
+    return cfg
 
 
 def _network_size(pred: Any) -> int:
