@@ -152,6 +152,8 @@ def make_checkpoint(kind: str, folder: Path, good: Path) -> Path:
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     elif kind == "a-png":
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")
+    elif kind == "a-pickle":  # a pickle stream's header, then garbage
+        path.write_bytes(b"\x80\x02" + np.random.default_rng(0).bytes(200))
     elif kind in ("older-format", "newer-format"):
         payload = torch.load(good, weights_only=True)
         payload.update(format_version=0 if kind == "older-format" else 7, biounet_version="0.0.9")
@@ -164,8 +166,11 @@ def make_checkpoint(kind: str, folder: Path, good: Path) -> Path:
 CHECKPOINT_CASES = {
     "missing": ["missing.pt: checkpoint not found"],
     "truncated": ["truncated.pt: not a readable checkpoint"],
-    "random-bytes": ["random-bytes.pt: not a readable checkpoint (corrupt"],
-    "a-png": ["a-png.pt: not a readable checkpoint (corrupt"],
+    "random-bytes": ["random-bytes.pt: not a readable checkpoint (not a file written by torch"],
+    "a-png": [
+        "a-png.pt: not a readable checkpoint (not a file written by torch.save: a PNG image)"
+    ],
+    "a-pickle": ["a-pickle.pt: not a readable checkpoint (corrupt"],
     "older-format": ["older-format.pt: checkpoint format 0 (biounet 0.0.9)", "reads format 1"],
     "newer-format": ["newer-format.pt: checkpoint format 7 (biounet 0.0.9)"],
     "pickled-code": ["pickled-code.pt: refused", "could run code"],

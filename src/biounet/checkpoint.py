@@ -28,6 +28,14 @@ FORMAT = "biounet-checkpoint"
 FORMAT_VERSION = 1
 PIPELINE_FORMAT = "biounet-fundus-pipeline"
 ENSEMBLE_FORMAT = "biounet-ensemble"
+# what a file given as a checkpoint is instead, by its first bytes (named in the error)
+FILE_KINDS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"\x89HDF": "an HDF5 file",
+}
 
 
 @dataclass
@@ -96,6 +104,16 @@ def read_payload(path: Path) -> dict[str, Any]:
         raise BiounetError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise BiounetError(f"{path}: not a readable checkpoint (the file is empty)")
+    with path.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..); files from torch < 1.6 are a pickle stream (0x80)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        kind = next((k for magic, k in FILE_KINDS.items() if head.startswith(magic)), None)
+        what = kind or f"it starts with {head!r}"
+        raise BiounetError(
+            f"{path}: not a readable checkpoint (not a file written by torch.save: {what}); "
+            "give a biounet .pt file or a run folder"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
