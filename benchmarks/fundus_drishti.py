@@ -226,6 +226,10 @@ ABLATIONS["roi_scale_1.6"] = {**ABLATIONS["grey"], "roi_scale": 1.6}
 # ... and a wider one (2.4 x): more context around the disc, which the tighter crop's lower cup Dice
 # pointed to (with --fresh-base cv_ablation_grey --roi-epochs 300)
 ABLATIONS["roi_scale_2.4"] = {**ABLATIONS["grey"], "roi_scale": 2.4}
+# the adopted recipe itself trained again with another seed: how far two trainings of one recipe
+# land on the same folds, the yardstick for the differences above (with --fresh-base
+# cv_ablation_grey --roi-epochs 300)
+ABLATIONS["grey_seed1"] = {**ABLATIONS["grey"], "seed": 1}
 # (locator, crop model) images drawn in training when another dataset joins (``with_extra_data``)
 EXTRA_DRAWS = (4800, 24000)
 # The recipe cross-validation adopted (the final pipeline's): 40 locator epochs, 300 crop-model
