@@ -117,3 +117,18 @@ def test_readers_on_damaged_files(ext: str, cut: float, flip: int) -> None:
             assert str(e).startswith(str(path))
         else:
             assert out.dtype == np.uint8 and out.shape[2] in (1, 3)
+
+
+def test_predict_writes_masks_of_an_exif_turned_photo_as_it_is_shown(
+    tmp_path: Path, tiny_checkpoints, capsys
+) -> None:
+    """A phone or camera JPEG stored landscape and tagged 'turn 90 degrees': the masks and overlay
+    have the shown (portrait) size, so they lie on the image as every viewer shows it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((H, W, 3), 120, np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    code, err = predict(tiny_checkpoints[3], [tmp_path / "phone.jpg"], tmp_path / "out", capsys)
+    assert code == 0, err
+    for name in ("phone_fg.png", "phone_overlay.png"):
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.size == (H, W)  # PIL's (width, height): turned from the stored W x H

@@ -230,3 +230,84 @@ def test_a_float_image_in_0_1_is_the_same_picture_as_its_uint8() -> None:
     dim[0, 0] = 0.3
     assert to_uint8(dim).max() == 77  # 0.3 x 255, not stretched to 255
     assert to_uint8(dim * 10).max() == 255  # [2, 3]: stretched between its percentiles
+
+
+# What a viewer shows for each EXIF orientation tag (EXIF 2.3, tag 0x0112), written by hand from the
+# standard's table (row 0 / column 0 of the stored image is ... side of the shown one), not from
+# Pillow: 2 mirrored left-right, 3 turned 180, 4 mirrored top-bottom, 5 transposed, 6 turned 90
+# clockwise, 7 transposed across the other diagonal, 8 turned 90 anticlockwise.
+SHOWN = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, *range(2, a.ndim)),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, *range(2, a.ndim)),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def tagged(path: Path, arr: np.ndarray, orientation: int) -> Path:
+    """``arr`` stored as is, with an EXIF orientation tag (as a camera or phone writes it)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(arr).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path: Path, orientation: int):
+    from biounet.data.io import exif_orientation
+
+    path = tagged(tmp_path / "photo.png", RGB, orientation)
+    assert exif_orientation(path) == orientation
+    np.testing.assert_array_equal(read_image(path), SHOWN[orientation](RGB))
+    mask = tagged(tmp_path / "mask.png", MASK * 255, orientation)
+    np.testing.assert_array_equal(read_mask(mask), SHOWN[orientation](MASK))
+
+
+def test_exif_turned_jpeg_is_read_turned(tmp_path: Path) -> None:
+    big = np.zeros((40, 64, 3), np.uint8)
+    big[:, :8] = 255  # a bright band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: the band at the top
+    Image.fromarray(big).save(tmp_path / "p.jpg", quality=95, exif=exif)
+    out = read_image(tmp_path / "p.jpg")
+    assert out.shape == (64, 40, 3)
+    assert out[:6].mean() > 240 and out[12:].mean() < 15
+
+
+def test_mask_drawn_on_the_stored_pixels_is_a_clear_size_error(tmp_path: Path) -> None:
+    from biounet.data.dataset import load_masks
+    from biounet.data.folder import Sample
+
+    image = tagged(tmp_path / "eye.png", RGB, 6)  # stored 7x5 (WxH), shown 5x7
+    mask = save(tmp_path / "eye_mask.png", MASK * 255)  # drawn on the stored pixels, no tag
+    sample = Sample(stem="eye", image=image, masks={"fg": mask})
+    with pytest.raises(BiounetError) as e:
+        load_masks(sample, ("fg",), (), read_image(image).shape[:2])
+    msg = str(e.value)
+    assert str(mask) in msg and "7x5" in msg and "5x7" in msg
+    assert f"{image} (EXIF orientation 6)" in msg and "as viewers show them" in msg
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+@pytest.mark.parametrize(
+    "exif",
+    [b"Exif\x00\x00garbage", b"\x00" * 40,
+     # a valid block whose orientation is 9, which EXIF does not define
+     b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09\x00\x00"],
+    ids=["garbage", "zeros", "orientation-9"],
+)  # fmt: skip
+def test_damaged_or_unknown_exif_is_read_as_stored(tmp_path: Path, ext: str, exif: bytes) -> None:
+    import warnings
+
+    from biounet.data.io import exif_orientation
+
+    path = tmp_path / f"x{ext}"
+    Image.fromarray(RGB).save(path, exif=exif, **({"quality": 100} if ext == ".jpg" else {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and quietly: no Pillow warning reaches the user
+        assert read_image(path).shape == RGB.shape
+        assert exif_orientation(path) == 1

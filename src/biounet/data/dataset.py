@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from biounet.data.folder import Sample
-from biounet.data.io import read_image, read_mask
+from biounet.data.io import orientation_note, read_image, read_mask
 from biounet.data.transforms import Geometry, match_channels, square_geometry, to_network
 from biounet.errors import BiounetError
 
@@ -48,7 +48,8 @@ def load_masks(
         m = read_mask(sample.masks[lb], invert=lb in invert)
         if m.shape != hw:
             raise BiounetError(
-                f"{sample.masks[lb]}: mask is {m.shape[1]}x{m.shape[0]} but its image is {hw[1]}x{hw[0]} (WxH)"
+                f"{sample.masks[lb]}: mask is {m.shape[1]}x{m.shape[0]} but its image is "
+                f"{hw[1]}x{hw[0]} (WxH){orientation_note(sample.image, sample.masks[lb])}"
             )
         out[i] = m
     return out

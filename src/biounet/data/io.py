@@ -5,6 +5,9 @@ Images: PNG, JPEG, TIFF (8/16-bit, float), grey or RGB(A) -> (H, W, C) uint8, C 
 taken as intensities: x 255. Other 16-bit and float data are scaled per image to 0..255 between
 their 0.5th and 99.5th percentiles (their absolute range depends on the camera, not the content).
 Masks: 0/255 or 0/1, 8-bit grey (or RGB with equal channels) -> (H, W) uint8 in {0, 1}.
+PNG / JPEG / BMP files with an EXIF orientation tag (cameras and phones store a photograph as
+taken and tag how to turn it) are read turned as every viewer and annotation tool shows them, so
+masks drawn on the shown image line up and predicted masks overlay it (TIFFs: as stored).
 """
 
 from __future__ import annotations
@@ -14,12 +17,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from biounet.errors import BiounetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 200_000_000  # refuse decompression bombs, with a clear message
+EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 = as stored, 2..8 = mirrored and / or turned to show
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of an image file (2..8: ``read_image`` turns its pixels as viewers
+    show them); 1 where there is none, for TIFFs (read as stored) and for unreadable files."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff") or not path.is_file():
+        return 1
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken file is reported when it is read
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orientation_note(*paths: Path) -> str:
+    """For a size-mismatch message: which of ``paths`` biounet read turned by their EXIF
+    orientation tag (a mask drawn on the stored, unturned pixels then no longer fits), or ""."""
+    turned = [f"{p} (EXIF orientation {o})" for p in paths if (o := exif_orientation(p)) != 1]
+    if not turned:
+        return ""
+    return (
+        "; biounet reads images turned as viewers show them, by their EXIF orientation tag: "
+        + ", ".join(turned)
+        + ". Draw the mask on the image as shown, or save the image without the tag"
+    )
 
 
 def read_image(path: Path, page: int | None = None) -> np.ndarray:
@@ -132,8 +164,12 @@ def _read_array(path: Path, page: int | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # a damaged EXIF block costs only the orientation tag (read as stored): no warning
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             with Image.open(path) as im:
                 im.load()
+                if _turned(im):
+                    im = ImageOps.exif_transpose(im)  # the pixels as viewers show them
                 if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 elif im.mode == "1":
@@ -143,6 +179,16 @@ def _read_array(path: Path, page: int | None = None) -> np.ndarray:
         raise BiounetError(f"{path}: image too large ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise BiounetError(f"{path}: cannot decode image ({e})") from e
+
+
+def _turned(im: Image.Image) -> bool:
+    """Whether ``im`` carries an EXIF orientation other than 1 (a broken EXIF block: no)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data
+            return im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 - damaged EXIF data: the pixels are read as stored
+        return False
 
 
 def _read_tiff(path: Path, index: int | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from biounet.data.folder import discover, read_splits, resolve_labels, select_split
-from biounet.data.io import read_image, read_mask
+from biounet.data.io import orientation_note, read_image, read_mask
 from biounet.em.tiles import make_slices
 from biounet.em.train_em import (
     EmTrainConfig,
@@ -67,6 +67,7 @@ def read_folder_slices(
         if m.shape != img.shape[:2]:
             raise BiounetError(
                 f"{s.masks[label]}: mask size {m.shape} != image size {img.shape[:2]}"
+                + orientation_note(s.image, s.masks[label])
             )
         if images and img.shape[:2] != images[0].shape:
             raise BiounetError(

@@ -18,7 +18,7 @@ from biounet.config import RunConfig
 from biounet.data.camera import appearance_augment
 from biounet.data.dataset import ArrayDataset, load_masks, sample_weights
 from biounet.data.folder import Sample
-from biounet.data.io import read_image
+from biounet.data.io import orientation_note, read_image
 from biounet.data.sources import batch_order
 from biounet.data.transforms import AugmentParams, match_channels, photometric
 from biounet.errors import BiounetError
@@ -86,6 +86,7 @@ def read_soft_maps(sample: Sample, labels: tuple[str, ...], hw: tuple[int, int])
             raise BiounetError(
                 f"{path}: agreement map must be one grey channel of {hw[1]}x{hw[0]} (WxH) like "
                 f"its image; got {m.shape[1]}x{m.shape[0]}x{m.shape[2]}"
+                + orientation_note(sample.image, path)
             )
         out[i] = m[..., 0]
     return out
