@@ -3,7 +3,8 @@ property-based fuzzing (any bytes, any damage: an image or a BiounetError, never
 
 Channels: biounet maps images to the model's channels itself (grey is repeated to RGB, RGB becomes
 luminance for a grey model, alpha is dropped); images with more than 4 channels are refused, and TIFF
-stacks are refused for training and evaluation and predicted slice by slice (test_bad_input.py). Masks: 0/255 or 0/1, grey or RGB with equal channels. 16-bit and float
+stacks are refused for training and evaluation and predicted slice by slice (test_bad_input.py). Masks: 0/255 or 0/1, grey or RGB with equal channels; JPEG masks (0/255 with compression's grey edges)
+are cut at 128. 16-bit and float
 images are scaled per image; a 1 x 1 image is resized like any other, for training and prediction.
 """
 
@@ -50,7 +51,7 @@ def test_predict_accepts(name: str, tmp_path: Path, tiny_checkpoints, capsys) ->
 
 
 @pytest.mark.slow
-def test_train_accepts_tiffs_one_pixel_images_and_0_1_masks(tmp_path: Path, capsys) -> None:
+def test_train_accepts_tiffs_one_pixel_images_0_1_and_jpeg_masks(tmp_path: Path, capsys) -> None:
     root = write_dataset(tmp_path / "data", n=6)
     for i, name in enumerate(["16bit.tif", "float.tif"]):
         (root / f"images/s{i}.png").unlink()
@@ -61,6 +62,9 @@ def test_train_accepts_tiffs_one_pixel_images_and_0_1_masks(tmp_path: Path, caps
         root / "masks/s3.png",
         np.repeat(np.asarray(Image.open(root / "masks/s3.png"))[..., None], 3, -1),
     )
+    with Image.open(root / "masks/s4.png") as m:  # a 0/255 mask as JPEG: grey edges, cut at 128
+        m.save(root / "masks/s4.jpg", quality=50)
+    (root / "masks/s4.png").unlink()
     argv = ["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1"]
     code, err = run_cli(
         [*argv, "--image-size", "32", "--batch-size", "2", "--precision", "fp32"], capsys

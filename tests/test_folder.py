@@ -211,3 +211,20 @@ def test_load_arrays_inverts_the_named_labels_only(tmp_path: Path, png: Png) -> 
     data = load_arrays(discover(root), ("disc", "cup"), size=8, channels=3, invert=("cup",))
     disc, cup = data.masks[0, 0, 1:7], data.masks[0, 1, 1:7]  # the image rows of the 8x8 square
     assert disc.sum() == 6 and torch.equal(cup, 1 - disc)
+
+
+def test_masks_in_any_case_and_as_jpeg_are_found_lossless_first(tmp_path: Path, png: Png) -> None:
+    from PIL import Image
+
+    for s in ("a", "b", "c", "d"):
+        png(tmp_path / "images" / f"{s}.png", IMG)
+    png(tmp_path / "masks" / "a.PNG", MASK)  # upper-case extension (cameras, Windows tools)
+    Image.fromarray(MASK).save(tmp_path / "masks" / "b.jpg", quality=60)  # e.g. Kvasir-SEG
+    Image.fromarray(MASK).save(tmp_path / "masks" / "c.JPEG", quality=60)
+    png(tmp_path / "masks" / "d.png", MASK)
+    Image.fromarray(255 - MASK).save(tmp_path / "masks" / "d.jpg")  # a stale JPEG beside it
+    found = {s.stem: s.masks["foreground"].name for s in discover(tmp_path)}
+    assert found == {"a": "a.PNG", "b": "b.jpg", "c": "c.JPEG", "d": "d.png"}
+    ds = load_arrays(discover(tmp_path), ("foreground",), 8, 3)
+    assert ds.masks.shape == (4, 1, 8, 8)
+    assert all((m == ds.masks[0]).all() for m in ds.masks)  # the JPEG masks cut back to MASK

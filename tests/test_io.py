@@ -311,3 +311,49 @@ def test_damaged_or_unknown_exif_is_read_as_stored(tmp_path: Path, ext: str, exi
         warnings.simplefilter("error")  # and quietly: no Pillow warning reaches the user
         assert read_image(path).shape == RGB.shape
         assert exif_orientation(path) == 1
+
+
+YY, XX = np.mgrid[:64, :96]
+DISC = (((YY - 30) ** 2 + (XX - 50) ** 2) < 20**2).astype(np.uint8)  # (64, 96) {0, 1}
+
+
+def jpeg(path: Path, arr: np.ndarray, quality: int) -> Path:
+    Image.fromarray(arr).save(path, quality=quality)
+    return path
+
+
+@pytest.mark.parametrize("quality", [25, 50, 95])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_mask_is_cut_at_128_back_to_the_drawn_mask(
+    tmp_path: Path, quality: int, channels: int
+):
+    drawn = DISC * 255 if channels == 1 else np.repeat(DISC[..., None] * 255, 3, -1)
+    path = jpeg(tmp_path / "m.jpg", drawn, quality)
+    stored = np.asarray(Image.open(path))
+    assert len(np.unique(stored)) > 2  # the file really holds JPEG's grey edges
+    np.testing.assert_array_equal(read_mask(path), DISC)
+    np.testing.assert_array_equal(read_mask(path, invert=True), 1 - DISC)
+
+
+@pytest.mark.parametrize(
+    ("arr", "needles"),
+    [
+        (DISC, ["values only up to 1", "save masks as PNG"]),  # a 0/1 mask: JPEG blurs it away
+        (np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1)), ["mid-grey", "not binary"]),
+        (np.dstack([DISC * 255, DISC * 0, DISC * 0]), ["colour image"]),  # drawn in red
+    ],
+    ids=["0-1-mask", "soft-map", "red-drawing"],
+)
+def test_jpeg_masks_that_are_not_0_255_masks_are_refused(tmp_path: Path, arr, needles) -> None:
+    path = jpeg(tmp_path / "m.jpg", arr, 90)
+    with pytest.raises(BiounetError) as e:
+        read_mask(path)
+    assert str(e.value).startswith(str(path))
+    for n in needles:
+        assert n in str(e.value)
+
+
+def test_16bit_mask_0_65535_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "m16.png"
+    Image.fromarray(DISC.astype(np.uint16) * 65535).save(path)
+    np.testing.assert_array_equal(read_mask(path), DISC)

@@ -42,6 +42,10 @@ def list_images(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in files}
 
 
+# lossless first; JPEG masks (0/255 with compression's grey edges) are cut at 128 (read_mask)
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".jpg", ".jpeg")
+
+
 def mask_layout(root: Path) -> dict[str, Path]:
     """label -> folder holding that label's masks. A ``masks/`` with image files directly in it is
     one label named ``foreground``."""
@@ -65,18 +69,24 @@ def discover(root: Path) -> list[Sample]:
         raise BiounetError(
             f"{root / 'images'}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
-    layout = mask_layout(root)
-    samples = []
-    for stem, img in images.items():
-        masks = {}
-        for label, folder in layout.items():
-            for ext in (".png", ".tif", ".tiff", ".bmp", ".gif"):
-                p = folder / f"{stem}{ext}"
-                if p.is_file():
-                    masks[label] = p
-                    break
-        samples.append(Sample(stem, img, masks))
-    return samples
+    files = {label: mask_files(folder) for label, folder in mask_layout(root).items()}
+    return [
+        Sample(stem, img, {lb: fs[stem] for lb, fs in files.items() if stem in fs})
+        for stem, img in images.items()
+    ]
+
+
+def mask_files(folder: Path) -> dict[str, Path]:
+    """stem -> mask file in ``folder`` (extensions of MASK_EXTENSIONS, any case); where a stem has
+    several, the first in MASK_EXTENSIONS' order: a lossless file before a JPEG."""
+    best: dict[str, tuple[int, Path]] = {}
+    for p in sorted(folder.iterdir()):
+        ext = p.suffix.lower()
+        if ext in MASK_EXTENSIONS and p.is_file():
+            rank = MASK_EXTENSIONS.index(ext)
+            if p.stem not in best or rank < best[p.stem][0]:
+                best[p.stem] = (rank, p)
+    return {stem: p for stem, (_, p) in best.items()}
 
 
 def read_splits(root: Path) -> dict[str, list[str]] | None:
