@@ -228,3 +228,47 @@ def test_masks_in_any_case_and_as_jpeg_are_found_lossless_first(tmp_path: Path, 
     ds = load_arrays(discover(tmp_path), ("foreground",), 8, 3)
     assert ds.masks.shape == (4, 1, 8, 8)
     assert all((m == ds.masks[0]).all() for m in ds.masks)  # the JPEG masks cut back to MASK
+
+
+@pytest.mark.parametrize("suffix", ["_segmentation", "_mask", "-label"])
+def test_masks_named_image_stem_plus_one_suffix_are_paired(
+    tmp_path: Path, png: Png, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ISIC names its masks ISIC_0000000_segmentation.png; others <stem>_mask.png."""
+    stems = ("ISIC_0000000", "ISIC_0000001", "ISIC_0000001_b")  # one stem begins another
+    for s in stems:
+        png(tmp_path / "images" / f"{s}.jpg", IMG)
+        png(tmp_path / "masks" / f"{s}{suffix}.png", MASK)
+    with caplog.at_level("INFO"):
+        samples = discover(tmp_path)
+    assert {s.stem: s.masks["foreground"].name for s in samples} == {
+        s: f"{s}{suffix}.png" for s in stems
+    }
+    assert f"<image stem>{suffix}" in caplog.text
+
+
+def test_masks_with_mixed_suffixes_or_a_match_are_not_re_paired(tmp_path: Path, png: Png) -> None:
+    for s in ("a", "b"):
+        png(tmp_path / "images" / f"{s}.png", IMG)
+    png(tmp_path / "masks" / "a_mask.png", MASK)
+    png(tmp_path / "masks" / "b_seg.png", MASK)  # two suffixes: no pairing guessed
+    assert all(not s.masks for s in discover(tmp_path))
+    png(tmp_path / "masks" / "b.png", MASK)  # one mask shares its stem: stems pair, nothing else
+    assert {s.stem: sorted(s.masks.values()) for s in discover(tmp_path)} == {
+        "a": [],
+        "b": [tmp_path / "masks" / "b.png"],
+    }
+
+
+def test_masks_named_another_way_get_an_error_that_shows_both_names(
+    tmp_path: Path, png: Png
+) -> None:
+    """DRIVE names images 21_training.tif and masks 21_manual1.gif: no stem or suffix pairs them."""
+    for i in (21, 22):
+        png(tmp_path / "images" / f"{i}_training.png", IMG)
+        png(tmp_path / "masks" / "vessel" / f"{i}_manual1.png", MASK)
+    with pytest.raises(BiounetError) as e:
+        resolve_labels(discover(tmp_path), (), tmp_path)
+    msg = str(e.value)
+    assert "no label has a mask for every image" in msg and "pair with images by stem" in msg
+    assert "'21_manual1.png'" in msg and "'21_training.png'" in msg

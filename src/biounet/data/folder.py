@@ -69,16 +69,19 @@ def discover(root: Path) -> list[Sample]:
         raise BiounetError(
             f"{root / 'images'}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
-    files = {label: mask_files(folder) for label, folder in mask_layout(root).items()}
+    files = {lb: mask_files(folder, set(images)) for lb, folder in mask_layout(root).items()}
     return [
         Sample(stem, img, {lb: fs[stem] for lb, fs in files.items() if stem in fs})
         for stem, img in images.items()
     ]
 
 
-def mask_files(folder: Path) -> dict[str, Path]:
-    """stem -> mask file in ``folder`` (extensions of MASK_EXTENSIONS, any case); where a stem has
-    several, the first in MASK_EXTENSIONS' order: a lossless file before a JPEG."""
+def mask_files(folder: Path, image_stems: set[str] | None = None) -> dict[str, Path]:
+    """image stem -> mask file in ``folder`` (extensions of MASK_EXTENSIONS, any case); where a
+    stem has several, the first in MASK_EXTENSIONS' order: a lossless file before a JPEG.
+    A mask shares its image's stem; where none does and every mask's stem is an image's stem plus
+    one same suffix (ISIC's ``<stem>_segmentation.png``, ``<stem>_mask.png``), that suffix
+    pairs them, and the log says so."""
     best: dict[str, tuple[int, Path]] = {}
     for p in sorted(folder.iterdir()):
         ext = p.suffix.lower()
@@ -86,7 +89,33 @@ def mask_files(folder: Path) -> dict[str, Path]:
             rank = MASK_EXTENSIONS.index(ext)
             if p.stem not in best or rank < best[p.stem][0]:
                 best[p.stem] = (rank, p)
-    return {stem: p for stem, (_, p) in best.items()}
+    files = {stem: p for stem, (_, p) in best.items()}
+    if not image_stems or not files or image_stems & files.keys():
+        return files
+    suffix = common_suffix(list(files), image_stems)
+    if suffix is None:
+        return files
+    if (folder, suffix) not in _SAID:  # once per folder, however often the folder is read
+        _SAID.add((folder, suffix))
+        log.info("%s: masks paired with images as <image stem>%s", folder, suffix)
+    return {stem[: -len(suffix)]: p for stem, p in files.items()}
+
+
+_SAID: set[tuple[Path, str]] = set()
+
+
+def common_suffix(mask_stems: list[str], image_stems: set[str]) -> str | None:
+    """The one non-empty suffix that makes every mask stem an image stem plus it (the longest
+    image stem that begins a mask stem is its image), or None."""
+    suffixes = set()
+    for m in mask_stems:
+        cut = next((k for k in range(len(m) - 1, 0, -1) if m[:k] in image_stems), None)
+        if cut is None:
+            return None
+        suffixes.add(m[cut:])
+        if len(suffixes) > 1:
+            return None
+    return suffixes.pop() if suffixes else None
 
 
 def read_splits(root: Path) -> dict[str, list[str]] | None:
@@ -159,6 +188,7 @@ def resolve_labels(
             detail = "".join(f"; {lb!r} has no mask for {st[:5]}" for lb, st in lacking.items())
             raise BiounetError(
                 f"{root}/masks: no label has a mask for every image (found {available}){detail}"
+                + pairing_hint(root, samples)
             )
         partial = [lb for lb in available if lb not in labels]
         if partial and drop_partial:
@@ -174,6 +204,7 @@ def resolve_labels(
             raise BiounetError(
                 f"{folder}: no mask for image(s) {lacking[lb][:5]}; add them, or train without "
                 f"{', '.join(map(repr, partial))} with --labels {','.join(labels)}"
+                + pairing_hint(root, samples)
             )
     # one folder of masks with one requested name: rename 'foreground' to it
     if len(labels) == 1 and available == [SINGLE_LABEL] and labels[0] != SINGLE_LABEL:
@@ -187,8 +218,28 @@ def resolve_labels(
         lacking = [s.stem for s in samples if lb not in s.masks]
         if lacking:
             folder = mask_layout(root).get(lb, root / "masks")
-            raise BiounetError(f"{folder}: no mask for image(s) {lacking[:5]}")
+            raise BiounetError(
+                f"{folder}: no mask for image(s) {lacking[:5]}" + pairing_hint(root, samples)
+            )
     return tuple(labels)
+
+
+def pairing_hint(root: Path, samples: list[Sample]) -> str:
+    """For an error about missing masks: how masks pair with images, and a mask file of each
+    label folder that paired with no image (a naming scheme biounet did not recognise), or ""."""
+    unpaired = []
+    for lb, folder in mask_layout(root).items():
+        used = {s.masks[lb] for s in samples if lb in s.masks}
+        spare = [p.name for p in mask_files(folder).values() if p not in used]
+        if spare:
+            unpaired.append(f"{folder} holds {spare[:3]}")
+    if not unpaired:
+        return ""
+    return (
+        f". Masks pair with images by stem (images/<stem>.jpg with masks/<label>/<stem>.png), or "
+        f"by the stem and one suffix shared by all (<stem>_mask.png); unpaired: "
+        f"{'; '.join(unpaired)}, images e.g. {[s.image.name for s in samples[:3]]}"
+    )
 
 
 def check_invert(invert: tuple[str, ...] | list[str], labels: tuple[str, ...]) -> None:
