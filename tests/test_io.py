@@ -132,8 +132,20 @@ def test_non_binary_mask_names_file_and_values(tmp_path: Path) -> None:
     with pytest.raises(BiounetError, match=r"soft\.png: mask is not binary \(values \[1, 129\]\)"):
         read_mask(path)
     path = save(tmp_path / "many.png", np.arange(35, dtype=np.uint8).reshape(5, 7))
-    with pytest.raises(BiounetError, match=r"many\.png: .*\[0, 1, 2, 3, 4, 5\]\.\.\."):
+    with pytest.raises(BiounetError, match=r"many\.png: .*\[0, 1, 2, 3, 4, 5\]\.\.\.") as e:
         read_mask(path)
+    assert "label map" not in str(e.value)  # 35 values: a picture, not classes
+
+
+def test_label_map_mask_gets_a_hint_how_to_split_it(tmp_path: Path) -> None:
+    """REFUGE's own masks: 0 cup, 128 disc rim, 255 background in one file."""
+    refuge_style = np.full((5, 7), 255, np.uint8)
+    refuge_style[1:4, 1:6], refuge_style[2, 3] = 128, 0
+    with pytest.raises(BiounetError) as e:
+        read_mask(save(tmp_path / "g0001.png", refuge_style))
+    msg = str(e.value)
+    assert "values [0, 128, 255]" in msg and "3 values look like a label map" in msg
+    assert "masks/<label>/<stem>.png" in msg and "import-dataset" in msg
 
 
 @pytest.mark.parametrize("name", ["empty.png", "empty.tif"])

@@ -146,9 +146,16 @@ def read_mask(path: Path, invert: bool = False) -> np.ndarray:
     full = np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else 255
     if not (vals <= {0, 1} or vals <= {0, 255} or vals <= {0, full}):
         shown = values[:6].tolist()
+        hint = (
+            f"; {values.size} values look like a label map (one value per class): write one "
+            "0/255 mask per label, masks/<label>/<stem>.png (an nnU-Net dataset converts with "
+            "`biounet import-dataset`)"
+            if values.size <= 16
+            else ""
+        )
         raise BiounetError(
             f"{path}: mask is not binary (values {shown}{'...' if values.size > 6 else ''}); "
-            "expected 0/255 or 0/1"
+            f"expected 0/255 or 0/1{hint}"
         )
     mask = (arr > 0).astype(np.uint8)
     return 1 - mask if invert else mask
