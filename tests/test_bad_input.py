@@ -190,6 +190,7 @@ PREDICT_INPUT_CASES: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "missing-path": (lambda d: d / "nothere.png", ["nothere.png: no such file or folder"]),
     "not-an-image": (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", ["notes.txt: not an image file"]),
     "empty-folder": (lambda d: (d / "empty").mkdir() or d / "empty", ["no input images found"]),
+    "images-in-subfolders": (lambda d: [save(d / f"top/patient{i}/a.png", np.zeros((H, W), np.uint8)) for i in (1, 2)] and d / "top", ["no input images found", "top holds images in 2 subfolder(s) (patient1/, patient2/)", "top/*/"]),
     "duplicate-stems": (lambda d: [save(d / f"f/a.{e}", np.zeros((H, W), np.uint8)) for e in ("png", "tif")] and d / "f", ["share the stem(s) ['a']"]),
 }  # fmt: skip
 

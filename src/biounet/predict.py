@@ -48,8 +48,29 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
         where = f" in {', '.join(empty)}" if empty else ""
         raise BiounetError(
             f"no input images found{where} (extensions {', '.join(IMAGE_EXTENSIONS)})"
+            + "".join(_subfolder_hint(Path(e)) for e in empty)
         )
     return out
+
+
+def _subfolder_hint(folder: Path) -> str:
+    """'; <folder> holds images in subfolders ...' where its subfolders hold images (predict
+    reads the images directly in a folder, not below it), else ''."""
+    subs = sorted(d.name for d in folder.iterdir() if d.is_dir() and _has_images(d))
+    if not subs:
+        return ""
+    shown = ", ".join(f"{d}/" for d in subs[:3]) + (" ..." if len(subs) > 3 else "")
+    return (
+        f"; {folder} holds images in {len(subs)} subfolder(s) ({shown}): give those folders as "
+        f"inputs, e.g. {folder}/*/"
+    )
+
+
+def _has_images(folder: Path) -> bool:
+    try:
+        return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir() if p.is_file())
+    except OSError:  # unreadable folder: no hint from it
+        return False
 
 
 def predict_paths(
