@@ -145,7 +145,7 @@ def test_label_map_mask_gets_a_hint_how_to_split_it(tmp_path: Path) -> None:
         read_mask(save(tmp_path / "g0001.png", refuge_style))
     msg = str(e.value)
     assert "values [0, 128, 255]" in msg and "3 values look like a label map" in msg
-    assert "masks/<label>/<stem>.png" in msg and "import-dataset" in msg
+    assert "masks/<label>/<stem>.png" in msg and "import-dataset --format labelmap" in msg
 
 
 @pytest.mark.parametrize("name", ["empty.png", "empty.tif"])

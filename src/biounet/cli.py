@@ -517,10 +517,29 @@ def parser() -> argparse.ArgumentParser:
     xd.add_argument("--labels", type=csv_list, help="comma-separated labels (default: all)")
     xd.set_defaults(func=cmd_export_dataset)
 
-    xi = sub.add_parser("import-dataset", help="write an nnU-Net v2 dataset as a dataset folder")
-    xi.add_argument("--data", type=Path, required=True, help="nnU-Net DatasetXXX_NAME folder")
-    xi.add_argument("--format", choices=["nnunet"], required=True)
-    xi.add_argument("--out", type=Path, required=True, help="biounet dataset folder to write")
+    xi = sub.add_parser(
+        "import-dataset",
+        help="write an nnU-Net v2 dataset, or images with label-map masks, as a dataset folder",
+    )
+    xi.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="nnU-Net DatasetXXX_NAME folder, or (labelmap) a folder of images/ and masks/ "
+        "holding one integer label map per image",
+    )
+    xi.add_argument("--format", choices=["nnunet", "labelmap"], required=True)
+    xi.add_argument(
+        "--out", type=Path, required=True, help="biounet dataset folder to write (new or empty)"
+    )
+    xi.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME=V[,V...]",
+        help="labelmap: a label and the label-map values it covers (repeat; e.g. --label "
+        "disc=1,2 --label cup=2); default: every value but 0 a label class_<value>",
+    )
     xi.set_defaults(func=cmd_import_dataset)
 
     en = sub.add_parser(

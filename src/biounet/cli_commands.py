@@ -387,8 +387,16 @@ def cmd_export_dataset(a: argparse.Namespace) -> int:
 
 
 def cmd_import_dataset(a: argparse.Namespace) -> int:
+    if a.format == "labelmap":
+        from biounet.data.labelmap import labelmap_to_folder, parse_label_specs
+
+        labels = parse_label_specs(a.label) if a.label else None
+        print(f"biounet dataset folder: {labelmap_to_folder(a.data, a.out, labels)}")
+        return 0
     from biounet.data.nnunet import nnunet_to_folder
 
+    if a.label:
+        raise BiounetError("--label is for --format labelmap (nnU-Net's dataset.json names them)")
     print(f"biounet dataset folder: {nnunet_to_folder(a.data, a.out)}")
     return 0
 

@@ -147,9 +147,9 @@ def read_mask(path: Path, invert: bool = False) -> np.ndarray:
     if not (vals <= {0, 1} or vals <= {0, 255} or vals <= {0, full}):
         shown = values[:6].tolist()
         hint = (
-            f"; {values.size} values look like a label map (one value per class): write one "
-            "0/255 mask per label, masks/<label>/<stem>.png (an nnU-Net dataset converts with "
-            "`biounet import-dataset`)"
+            f"; {values.size} values look like a label map (one value per class): biounet "
+            "wants one 0/255 mask per label, masks/<label>/<stem>.png, which `biounet "
+            "import-dataset --format labelmap` writes from label maps"
             if values.size <= 16
             else ""
         )

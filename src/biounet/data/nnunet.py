@@ -118,9 +118,11 @@ def read_case(
 
 def nnunet_to_folder(src: Path, out: Path) -> Path:
     """Write an nnU-Net raw dataset as a biounet folder: images/<case>.png, masks/<label>/<case>.png
-    (0/255) and splits.json {"train": imagesTr cases, "test": imagesTs cases}."""
+    (0/255) and splits.json {"train": imagesTr cases, "test": imagesTs cases}; ``out`` new or empty."""
     ds = read_nnunet(src)
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BiounetError(f"{out}: exists and is not an empty folder; choose a new --out")
     clash = set(ds.cases["train"]) & set(ds.cases["test"])
     if clash:
         raise BiounetError(f"{src}: cases {sorted(clash)[:5]} are in both imagesTr and imagesTs")
