@@ -121,6 +121,10 @@ RUNS = {
 # both_all_polar_grey holding out a fifth of each training split (--holdout-thresholds): the
 # held-out images choose the best epoch and each site's disc and cup thresholds
 RUNS["both_holdout_grey"] = RUNS["both_all_polar_grey"]._replace(val_fraction=0.2)
+# the same in colour (generalization_holdout.py: grey or colour, judged on the held-out images of
+# both training splits), and that recipe on every training image
+RUNS["both_holdout_colour"] = RUNS["both_holdout_grey"]._replace(grey=False)
+RUNS["both_all_polar_colour"] = RUNS["both_all_polar_grey"]._replace(grey=False)
 # the two-dataset model the README recommends: the recipe the Drishti-GS1 cross-validation adopted
 ADOPTED = "both_all_polar_grey"
 HOLDOUT = "both_holdout_grey"
