@@ -11,6 +11,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
     import fundus_generalization as fg
+    import generalization_holdout as gh
     import generalization_report as gr
     import generalization_thresholds as gt
 finally:
@@ -259,3 +260,46 @@ def test_holdout_thresholds_choose_on_each_sites_held_out_images(
     md = (work / "fundus_generalization_quick.md").read_text()
     assert "## Site thresholds from held-out training images" in md
     assert md.count("| drishti | " + str(len(held)) + " |") == 2
+
+
+def _evaluate_folder(root: Path, rows: dict[str, tuple[float, float, str, str]]) -> Path:
+    """An evaluate-like folder: stem -> (disc Dice, cup Dice, vcdr, vcdr_true_masks)."""
+    root.mkdir()
+    (root / "per_image.csv").write_text(
+        "stem,label,dice\n"
+        + "".join(f"{s},disc,{d}\n{s},cup,{c}\n" for s, (d, c, _, _) in rows.items())
+    )
+    (root / "per_image_measures.csv").write_text(
+        "stem,vcdr,vcdr_true_masks,flags\n"
+        + "".join(f"{s},{v},{t},\n" for s, (_, _, v, t) in rows.items())
+    )
+    return root
+
+
+def test_holdout_comparison_and_the_adoption_rule(tmp_path: Path) -> None:
+    base = gh.per_image(_evaluate_folder(tmp_path / "a", {
+        "x": (0.9, 0.8, "0.5", "0.4"), "y": (0.95, 0.85, "0.6", "0.7"), "z": (0.9, 0.8, "", "0.5"),
+    }))  # fmt: skip
+    assert base["x"] == pytest.approx({"disc": 0.9, "cup": 0.8, "vcdr_err": 0.1})
+    cand = {s: dict(v) for s, v in base.items()}
+    cand["x"]["vcdr_err"], cand["y"]["cup"] = 0.05, 0.95  # better vCDR on x, better cup on y
+    c = gh.compare(base, cand)
+    assert c["paired"]["vcdr_err"]["n"] == 2 and c["paired"]["vcdr_err"]["n_not_finite"] == 1
+    assert c["paired"]["vcdr_err"]["diff_mean"] == pytest.approx(-0.025)
+    assert c["mean_dice"]["candidate"] - c["mean_dice"]["base"] == pytest.approx(0.05 / 3)
+    assert gh.decide({"refuge": c, "drishti": c})["adopt_colour"]
+    worse = gh.compare(cand, base)  # the other way round: higher vCDR error, lower Dice
+    verdict = gh.decide({"refuge": worse, "drishti": c})
+    assert verdict["checks"] == {
+        "refuge_vcdr_lower": False,
+        "refuge_mean_dice_not_lower": False,
+        "drishti_mean_dice_within_0.01": True,
+    }
+    assert not verdict["adopt_colour"]
+    result = {
+        "commit": "abc", "machine": "test", "train_time_s": {}, "decision": verdict,
+        "held_out": {"refuge": worse, "drishti": c},
+    }  # fmt: skip
+    gh.write_markdown(result, tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| refuge (3) | vcdr_err | 0.0750 | 0.1000 | +0.0250 |" in md and "grey kept" in md
