@@ -272,3 +272,18 @@ def test_masks_named_another_way_get_an_error_that_shows_both_names(
     msg = str(e.value)
     assert "no label has a mask for every image" in msg and "pair with images by stem" in msg
     assert "'21_manual1.png'" in msg and "'21_training.png'" in msg
+
+
+def test_a_flat_folder_of_images_is_told_the_layout(tmp_path: Path, png: Png) -> None:
+    for i in range(2):
+        png(tmp_path / f"img{i}.png", IMG)
+        png(tmp_path / f"img{i}_mask.png", MASK)
+    with pytest.raises(BiounetError) as e:
+        discover(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'images'}: folder not found; a dataset folder holds")
+    assert "holds 4 image files directly (e.g. img0.png)" in msg
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(BiounetError) as e:
+        discover(tmp_path / "sub")
+    assert "directly" not in str(e.value) and "masks/<label>/<stem>.png" in str(e.value)

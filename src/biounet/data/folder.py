@@ -64,6 +64,20 @@ def discover(root: Path) -> list[Sample]:
     root = Path(root)
     if not root.is_dir():
         raise BiounetError(f"{root}: dataset folder not found")
+    if not (root / "images").is_dir():
+        loose = sorted(
+            p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        raise BiounetError(
+            f"{root / 'images'}: folder not found; a dataset folder holds images/<stem>.png and "
+            "masks/<label>/<stem>.png (or masks/<stem>.png for one label)"
+            + (
+                f"; {root} holds {len(loose)} image files directly (e.g. {loose[0].name}): move "
+                "the images into images/ and the masks into masks/"
+                if loose
+                else ""
+            )
+        )
     images = list_images(root / "images")
     if not images:
         raise BiounetError(
