@@ -33,12 +33,10 @@ def exif_orientation(path: Path) -> int:
     if path.suffix.lower() in (".tif", ".tiff") or not path.is_file():
         return 1
     try:
-        with warnings.catch_warnings(), Image.open(path) as im:
-            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data
-            value = im.getexif().get(EXIF_ORIENTATION, 1)
+        with Image.open(path) as im:
+            return _orientation(im)
     except Exception:  # noqa: BLE001 - a broken file is reported when it is read
         return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def orientation_note(*paths: Path) -> str:
@@ -132,13 +130,9 @@ def read_mask(path: Path, invert: bool = False) -> np.ndarray:
     path = Path(path)
     arr = _read_array(path)
     jpeg = path.suffix.lower() in JPEG_EXTENSIONS
-    if arr.ndim == 3:
-        if arr.shape[-1] in (1, 2):  # grey, grey + alpha
-            arr = arr[..., 0]
-        elif arr.shape[-1] in (3, 4) and _grey(arr[..., :3], JPEG_CHANNEL_SPREAD if jpeg else 0):
-            arr = arr[..., 0] if not jpeg else arr[..., :3].mean(-1).round().astype(np.uint8)
-        else:
-            raise BiounetError(f"{path}: mask is a colour image; expected a grey 0/255 or 0/1 mask")
+    arr = grey_plane(arr, JPEG_CHANNEL_SPREAD if jpeg else 0)
+    if arr is None:
+        raise BiounetError(f"{path}: mask is a colour image; expected a grey 0/255 or 0/1 mask")
     if jpeg:
         arr = _binarise_jpeg(arr, path)
     values = np.unique(arr)
@@ -166,10 +160,19 @@ JPEG_CHANNEL_SPREAD = 32  # a grey mask through JPEG's colour conversion: channe
 JPEG_MAX_MID_GREY = 0.05  # JPEG edge noise of a 0/255 mask: under 2 % of pixels even at quality 25
 
 
-def _grey(rgb: np.ndarray, spread: int) -> bool:
-    """Whether the (H, W, 3) channels are equal within ``spread`` grey levels."""
-    a = rgb.astype(np.int16)
-    return int(np.abs(a[..., 1:] - a[..., :1]).max(initial=0)) <= spread
+def grey_plane(arr: np.ndarray, spread: int = 0) -> np.ndarray | None:
+    """(H, W) or (H, W, C) -> the (H, W) grey plane: grey (+ alpha) as is, RGB(A) whose channels
+    agree within ``spread`` levels (exactly for 0, else their rounded mean); None for colour."""
+    if arr.ndim == 2:
+        return arr
+    if arr.shape[-1] in (1, 2):  # grey, grey + alpha
+        return arr[..., 0]
+    if arr.shape[-1] not in (3, 4):
+        return None
+    a = arr[..., :3].astype(np.int32)
+    if int(np.abs(a[..., 1:] - a[..., :1]).max(initial=0)) > spread:
+        return None
+    return arr[..., 0] if spread == 0 else a.mean(-1).round().astype(arr.dtype)
 
 
 def _binarise_jpeg(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -210,7 +213,7 @@ def _read_array(path: Path, page: int | None = None) -> np.ndarray:
             warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             with Image.open(path) as im:
                 im.load()
-                if _turned(im):
+                if _orientation(im) != 1:
                     im = ImageOps.exif_transpose(im)  # the pixels as viewers show them
                 if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -223,14 +226,16 @@ def _read_array(path: Path, page: int | None = None) -> np.ndarray:
         raise BiounetError(f"{path}: cannot decode image ({e})") from e
 
 
-def _turned(im: Image.Image) -> bool:
-    """Whether ``im`` carries an EXIF orientation other than 1 (a broken EXIF block: no)."""
+def _orientation(im: Image.Image) -> int:
+    """``im``'s EXIF orientation, 1..8; 1 where it has none, an undefined value or a damaged EXIF
+    block (the pixels are then read as stored)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data
-            return im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
-    except Exception:  # noqa: BLE001 - damaged EXIF data: the pixels are read as stored
-        return False
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF data
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _read_tiff(path: Path, index: int | None = None) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from biounet.data.folder import list_images, mask_files
-from biounet.data.io import JPEG_EXTENSIONS, _read_array, read_image, save_png
+from biounet.data.io import JPEG_EXTENSIONS, _read_array, grey_plane, read_image, save_png
 from biounet.errors import BiounetError
 
 log = logging.getLogger(__name__)
@@ -60,18 +60,11 @@ def read_label_map(path: Path) -> np.ndarray:
             f"{path}: a label map must be stored losslessly (PNG, TIFF): JPEG changes the "
             "values along every boundary into other classes' values"
         )
-    arr = _read_array(path)
-    if arr.ndim == 3:
-        grey = arr.shape[-1] in (1, 2) or (
-            arr.shape[-1] in (3, 4)
-            and all(np.array_equal(arr[..., 0], arr[..., c]) for c in (1, 2))
+    arr = grey_plane(_read_array(path))
+    if arr is None:
+        raise BiounetError(
+            f"{path}: a colour image; a label map holds one integer per pixel (grey)"
         )
-        if grey:
-            arr = arr[..., 0]
-        else:
-            raise BiounetError(
-                f"{path}: a colour image; a label map holds one integer per pixel (grey)"
-            )
     if not np.issubdtype(arr.dtype, np.integer):
         raise BiounetError(f"{path}: pixel type {arr.dtype}; a label map holds integers")
     return arr
