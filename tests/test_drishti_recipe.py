@@ -49,8 +49,9 @@ def test_each_ablation_changes_fundus_config_fields(name: str, tmp_path: Path) -
 
 def test_extra_data_trains_on_both_datasets_at_the_two_dataset_runs_draws(tmp_path) -> None:
     """with_refuge: the fold's images and the other dataset's training split, one weight each,
-    epochs for EXTRA_DRAWS draws, and otherwise the recipe of fundus_generalization.py's adopted
-    two-dataset run (so that the cross-validation judges the model that run trained)."""
+    epochs for EXTRA_DRAWS draws, and otherwise the recipe of fundus_generalization.py's
+    ``both_all_polar_grey`` (so that the cross-validation judges the model that run trained; the
+    recommended two-dataset run is its colour twin, chosen on held-out training images)."""
     view = _dataset(tmp_path / "view", 40)
     other = _dataset(tmp_path / "other", 400)
     args = argparse.Namespace(**vars(fd.ADOPTED), extra_data=other)
@@ -58,7 +59,8 @@ def test_extra_data_trains_on_both_datasets_at_the_two_dataset_runs_draws(tmp_pa
     sources = read_spec(fc.data_root)
     assert [(Path(s.root), s.weight) for s in sources] == [(view, 1.0), (other, 1.0)]
     assert (fc.locator_epochs, fc.roi_epochs) == (11, 55)  # ceil(4800 / 440), ceil(24000 / 440)
-    run = fg.RUNS[fg.ADOPTED]
+    run = fg.RUNS["both_all_polar_grey"]
+    assert fg.RUNS[fg.ADOPTED] == run._replace(grey=False)
     assert (fg.DRAWS[0] * run.locator_draws_x, fg.DRAWS[1] * run.roi_draws_x) == fd.EXTRA_DRAWS
     assert (fc.camera_augment, fc.polar, fc.polar_area_loss, fc.grey, fc.colour_augment) == (
         run.camera_augment, run.polar, run.area_loss, run.grey, run.colour_augment
