@@ -69,6 +69,7 @@ class Run(NamedTuple):
     area_loss: bool = False  # area-weighted polar loss (FundusConfig.polar_area_loss)
     grey: bool = False  # both stages on the luminance (FundusConfig.grey)
     weights: tuple[float, ...] | None = None  # sampling weight per source (None: 1 each)
+    seed: int | None = None  # the training seed (None: --seed)
 
 
 RUNS = {
@@ -125,6 +126,8 @@ RUNS["both_holdout_grey"] = RUNS["both_all_polar_grey"]._replace(val_fraction=0.
 # both training splits), and that recipe on every training image
 RUNS["both_holdout_colour"] = RUNS["both_holdout_grey"]._replace(grey=False)
 RUNS["both_all_polar_colour"] = RUNS["both_all_polar_grey"]._replace(grey=False)
+# the adopted run trained again, only the seed changed: the spread of one training, not a candidate
+RUNS["both_all_polar_colour_seed1"] = RUNS["both_all_polar_colour"]._replace(seed=1)
 # the two-dataset model the README recommends: the Drishti-GS1 cross-validation's recipe in colour
 # (generalization_holdout.py chose colour over grey on both training splits' held-out images)
 ADOPTED = "both_all_polar_colour"
@@ -187,7 +190,7 @@ def fundus_config(
         labels=LABELS,
         locator_epochs=max(2, math.ceil(args.locator_draws * run.locator_draws_x / n_train)),
         roi_epochs=max(2, math.ceil(args.roi_draws * run.roi_draws_x / n_train)),
-        seed=args.seed,
+        seed=args.seed if run.seed is None else run.seed,
         camera_augment=run.camera_augment,
         roi_scale_jitter=run.scale_jitter,
         val_fraction=run.val_fraction,
