@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from biounet.data.folder import mask_files
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -34,17 +36,23 @@ def make_view(
     mask_dir: dict[str, Path] | None = None,
 ) -> Path:
     """A dataset folder at ``out`` whose images and masks are symlinks into ``root`` (or into the
-    folders of ``mask_dir`` for relabelled masks), with its own splits.json."""
+    folders of ``mask_dir`` for relabelled masks), with its own splits.json. Masks are found as
+    ``discover`` finds them (any mask extension, or the stem plus one shared suffix) and linked
+    as ``<stem><their extension>``."""
     out.mkdir(parents=True, exist_ok=True)
     stems = sorted({s for v in splits.values() for s in v})
     (out / "images").mkdir(exist_ok=True)
     images = {p.stem: p for p in (root / "images").iterdir()}
+    masks = {
+        lb: mask_files((mask_dir or {}).get(lb, root / "masks" / lb), set(images)) for lb in labels
+    }
     for s in stems:
         _link(images[s], out / "images" / images[s].name)
         for lb in labels:
-            src_dir = (mask_dir or {}).get(lb, root / "masks" / lb)
             (out / "masks" / lb).mkdir(parents=True, exist_ok=True)
-            _link(src_dir / f"{s}.png", out / "masks" / lb / f"{s}.png")
+            if s in masks[lb]:  # an image without this label's mask gets none here either
+                src = masks[lb][s]
+                _link(src, out / "masks" / lb / f"{s}{src.suffix}")
             soft = root / "softmaps" / lb / f"{s}.png"  # annotators' agreement, for soft targets
             if soft.is_file():
                 (out / "softmaps" / lb).mkdir(parents=True, exist_ok=True)

@@ -323,3 +323,37 @@ def test_a_runs_own_seed_overrides_the_command_lines(tmp_path: Path) -> None:
     assert twin.__class__(**{**twin.__dict__, **same}) == adopted
     assert Path(twin.data_root).read_text() == Path(adopted.data_root).read_text()
     assert (adopted.roi_epochs, adopted.locator_epochs) == (54, 11)  # 24000 / 450, 4800 / 450
+
+
+def test_make_view_links_masks_of_any_extension_and_suffix(tmp_path: Path) -> None:
+    """A view of a dataset whose masks are JPEG and ``<stem>_mask.png`` pairs them as discover
+    would; an image without a mask gets none."""
+    import numpy as np
+    from PIL import Image
+
+    from biounet.data.folder import discover
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from common import make_view
+    finally:
+        sys.path.remove(str(BENCH))
+    root = tmp_path / "data"
+    for d in ("images", "masks/disc", "masks/cup"):
+        (root / d).mkdir(parents=True)
+    img = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    for s in ("a", "b", "c"):
+        Image.fromarray(img).save(root / "images" / f"{s}.png")
+    Image.fromarray(mask).save(root / "masks" / "disc" / "a.JPG", quality=95)
+    Image.fromarray(mask).save(root / "masks" / "disc" / "b.png")
+    for s in ("a", "b"):
+        Image.fromarray(mask).save(root / "masks" / "cup" / f"{s}_mask.png")
+    view = make_view(root, tmp_path / "view", {"train": ["a", "b"], "test": ["c"]}, ("disc", "cup"))
+    found = {x.stem: {lb: p.name for lb, p in x.masks.items()} for x in discover(view)}
+    assert found == {
+        "a": {"disc": "a.JPG", "cup": "a.png"},
+        "b": {"disc": "b.png", "cup": "b.png"},
+        "c": {},
+    }
