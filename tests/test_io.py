@@ -304,6 +304,34 @@ def test_mask_drawn_on_the_stored_pixels_is_a_clear_size_error(tmp_path: Path) -
     assert f"{image} (EXIF orientation 6)" in msg and "as viewers show them" in msg
 
 
+def test_a_turned_image_with_an_untagged_mask_of_its_size_is_warned_once_per_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 180-degree tag keeps the size: the pair loads, and the log says the mask may not fit
+    (once for the folder, however many such images); a tagged mask or an untagged image is quiet."""
+    import logging
+
+    from biounet.data.dataset import load_masks
+    from biounet.data.folder import Sample
+    from biounet.data.io import note_turned_image
+
+    (tmp_path / "a").mkdir()
+    turned = [tagged(tmp_path / "a" / f"eye{i}.png", RGB, 3) for i in range(2)]
+    mask = save(tmp_path / "m.png", MASK * 255)
+    with caplog.at_level(logging.WARNING, logger="biounet.data.io"):
+        for image in turned:
+            sample = Sample(stem=image.stem, image=image, masks={"fg": mask})
+            load_masks(sample, ("fg",), (), read_image(image).shape[:2])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and str(turned[0]) in said[0] and "(3)" in said[0]
+    assert str(mask) in said[0] and "check an overlay" in said[0]
+    assert note_turned_image(turned[1], [mask])  # still true, but not said again
+    tagged_mask = tagged(tmp_path / "mt.png", MASK * 255, 3)
+    plain = save(tmp_path / "plain.png", RGB)
+    assert not note_turned_image(turned[0], [tagged_mask])
+    assert not note_turned_image(plain, [mask])
+
+
 @pytest.mark.parametrize("ext", [".png", ".jpg"])
 @pytest.mark.parametrize(
     "exif",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from biounet.data.folder import Sample
-from biounet.data.io import orientation_note, read_image, read_mask
+from biounet.data.io import note_turned_image, orientation_note, read_image, read_mask
 from biounet.data.transforms import Geometry, match_channels, square_geometry, to_network
 from biounet.errors import BiounetError
 
@@ -52,6 +52,7 @@ def load_masks(
                 f"{hw[1]}x{hw[0]} (WxH){orientation_note(sample.image, sample.masks[lb])}"
             )
         out[i] = m
+    note_turned_image(sample.image, [sample.masks[lb] for lb in labels])
     return out
 
 

@@ -12,6 +12,7 @@ masks drawn on the shown image line up and predicted masks overlay it (TIFFs: as
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from biounet.errors import BiounetError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 200_000_000  # refuse decompression bombs, with a clear message
@@ -50,6 +53,30 @@ def orientation_note(*paths: Path) -> str:
         + ", ".join(turned)
         + ". Draw the mask on the image as shown, or save the image without the tag"
     )
+
+
+def note_turned_image(image: Path, masks: list[Path]) -> bool:
+    """Warn (once per image folder) where ``image`` is read turned by its EXIF tag but a mask of
+    the same size carries none: a mask drawn on the image as shown fits, one drawn on the stored
+    pixels does not, and their sizes cannot tell them apart (a 180 degree turn, a mirror, or a
+    square image). True when it warned or would have (already said for the folder)."""
+    o = exif_orientation(image)
+    untagged = [m for m in masks if exif_orientation(m) == 1]
+    if o == 1 or not untagged:
+        return False
+    folder = Path(image).parent
+    if folder not in _TURNED_SAID:
+        _TURNED_SAID.add(folder)
+        log.warning(
+            "%s: read turned by its EXIF orientation tag (%d), as viewers show it; its mask %s has "
+            "no tag. A mask drawn on the image as shown fits; one drawn on the stored pixels does "
+            "not, and the sizes cannot tell (said once for %s): check an overlay",
+            image, o, untagged[0], folder,
+        )  # fmt: skip
+    return True
+
+
+_TURNED_SAID: set[Path] = set()
 
 
 def read_image(path: Path, page: int | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from biounet.data.folder import discover, read_splits, resolve_labels, select_split
-from biounet.data.io import orientation_note, read_image, read_mask
+from biounet.data.io import note_turned_image, orientation_note, read_image, read_mask
 from biounet.em.tiles import make_slices
 from biounet.em.train_em import (
     EmTrainConfig,
@@ -69,6 +69,7 @@ def read_folder_slices(
                 f"{s.masks[label]}: mask size {m.shape} != image size {img.shape[:2]}"
                 + orientation_note(s.image, s.masks[label])
             )
+        note_turned_image(s.image, [s.masks[label]])
         if images and img.shape[:2] != images[0].shape:
             raise BiounetError(
                 f"{s.image}: {img.shape[1]}x{img.shape[0]}, but the first slice is "
