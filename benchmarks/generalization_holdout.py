@@ -63,6 +63,24 @@ def per_image(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def held_out_scores(
+    cks: dict[str, Path], roots: dict[str, Path], held: dict[str, list[str]], work: Path
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """dataset -> checkpoint name -> ``per_image`` scores of each checkpoint on that dataset's
+    held-out images (``held``), scored as every run is (``inference_options``); an evaluation
+    already in ``work`` is read, not redone."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for ds, root in roots.items():
+        view = make_view(root, work / f"held_view_{ds}", {"held": held[ds]}, LABELS)
+        out[ds] = {}
+        for name, ck in cks.items():
+            folder = work / f"held_eval_{name}_{ds}"
+            if not (folder / "per_image.csv").is_file():
+                evaluate_checkpoint(ck, view, "held", folder, inference_options(), report=False)
+            out[ds][name] = per_image(folder)
+    return out
+
+
 def number(text: str) -> float:
     """A CSV cell as a float; NaN where it is empty (no disc found: no vCDR)."""
     try:
@@ -145,16 +163,8 @@ def main() -> None:
     held = held_out_stems(BASE, roots, args)
     if held != held_out_stems(CANDIDATE, roots, args):
         raise SystemExit("the two runs held out different images")
-    res: dict[str, Any] = {}
-    for ds, root in roots.items():
-        view = make_view(root, args.work / f"held_view_{ds}", {"held": held[ds]}, LABELS)
-        scores = {}
-        for name, ck in cks.items():
-            out = args.work / f"held_eval_{name}_{ds}"
-            if not (out / "per_image.csv").is_file():
-                evaluate_checkpoint(ck, view, "held", out, inference_options(), report=False)
-            scores[name] = per_image(out)
-        res[ds] = compare(scores[BASE], scores[CANDIDATE])
+    scores = held_out_scores(cks, roots, held, args.work)
+    res = {ds: compare(s[BASE], s[CANDIDATE]) for ds, s in scores.items()}
     result = {
         "commit": git_commit(),
         "machine": machine(),

@@ -30,16 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from biounet.checkpoint import save_pipeline  # noqa: E402
-from biounet.evaluate import evaluate_checkpoint  # noqa: E402
-from common import RESULTS, SHARED_DATA, git_commit, machine, make_view, require  # noqa: E402
-from fundus_generalization import (  # noqa: E402
-    DRAWS,
-    LABELS,
-    held_out_stems,
-    inference_options,
-    train_run,  # noqa: E402
-)
-from generalization_holdout import BASE, CANDIDATE, compare, per_image  # noqa: E402
+from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
+from fundus_generalization import DRAWS, held_out_stems, train_run  # noqa: E402
+from generalization_holdout import BASE, CANDIDATE, compare, held_out_scores  # noqa: E402
 from unseen_camera import score, summarise  # noqa: E402
 
 NAME = "fundus_hybrid_locator"
@@ -108,16 +101,10 @@ def main() -> None:
     cks = {name: train_run(name, roots, args.work, args) for name in (BASE, CANDIDATE)}
     cks[HYBRID] = compose(cks[BASE].parent, cks[CANDIDATE].parent, args.work / HYBRID)
     held = held_out_stems(BASE, roots, args)
-    held_out: dict[str, Any] = {}
-    for ds, root in roots.items():
-        view = make_view(root, args.work / f"held_view_{ds}", {"held": held[ds]}, LABELS)
-        scores = {}
-        for name, ck in cks.items():
-            out = args.work / f"held_eval_{name}_{ds}"
-            if not (out / "per_image.csv").is_file():
-                evaluate_checkpoint(ck, view, "held", out, inference_options(), report=False)
-            scores[name] = per_image(out)
-        held_out[ds] = {n: compare(scores[n], scores[HYBRID]) for n in (CANDIDATE, BASE)}
+    held_out = {
+        ds: {n: compare(s[n], s[HYBRID]) for n in (CANDIDATE, BASE)}
+        for ds, s in held_out_scores(cks, roots, held, args.work).items()
+    }
     drive_rows = {n: score(ck, drive, args.work / f"drive_{n}") for n, ck in cks.items()}
     result = {
         "commit": git_commit(),
