@@ -503,7 +503,45 @@ def test_polar_area_loss_without_polar_crops_is_refused_before_training(
     assert main(["train", *args]) == 2
     assert "only with --pipeline fundus" in capsys.readouterr().err
     assert main(["cv", *args, "--polar"]) == 2
-    assert "--polar-area-loss are not available" in capsys.readouterr().err
+    assert "--polar-area-loss and --locator-grey are not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "fields, channels",
+    [({}, (0, 0)), ({"grey": True}, (1, 1)), ({"locator_grey": True}, (1, 0)),
+     ({"locator_grey": True, "in_channels": 3}, (1, 3)), ({"in_channels": 3}, (3, 3))],
+)  # fmt: skip
+def test_stage_input_channels(fields: dict, channels: tuple[int, int]) -> None:
+    """(locator, crop model) input channels; 0 = the images' own."""
+    from biounet.fundus.pipeline import FundusConfig, stage_configs
+
+    loc, roi = stage_configs(FundusConfig(**fields))
+    assert (loc.model.in_channels, roi.model.in_channels) == channels
+
+
+def test_locator_grey_trains_a_grey_locator_and_a_colour_crop_model(
+    synthetic_data, tmp_path, capsys
+) -> None:
+    """--locator-grey end to end: the bundle's locator reads one channel, its crop model the
+    photographs' three; predict runs it on an RGB image; the plain pipeline and cv refuse it."""
+    from biounet.checkpoint import load_any
+    from biounet.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--image-size", "32", "--epochs", "1", "--locator-epochs", "1", "--precision", "fp32"]
+    args = ["--data", str(synthetic_data), "--out", str(out), "--locator-grey"]
+    assert main(["train", "--pipeline", "fundus", *args, *tiny]) == 0
+    ck = load_any(out / "fundus.pt")
+    assert ck.parts["locator"].model_config.in_channels == 1
+    assert ck.parts["roi"].model_config.in_channels == 3
+    assert ck.settings["locator_grey"] is True
+    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    assert FundusPredictor(ck, precision="fp32").predict(img).prob.shape == (2, 50, 70)
+    capsys.readouterr()
+    assert main(["train", *args[:-1], "--out", str(tmp_path / "p"), "--locator-grey"]) == 2
+    assert "--locator-grey: only with --pipeline fundus" in capsys.readouterr().err
+    assert main(["cv", *args[:-1], "--out", str(tmp_path / "c"), "--locator-grey"]) == 2
+    assert "--locator-grey are not available" in capsys.readouterr().err
 
 
 def test_measures_of_a_crop_leave_nasal_and_temporal_open_and_of_no_disc_are_not_written() -> None:

@@ -191,6 +191,7 @@ CV_REFUSED = {
     "soft_targets",
     "polar",
     "polar_area_loss",
+    "locator_grey",
     "locator_epochs",
     "roi_scale",
 }
@@ -311,6 +312,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fundus: the crop model works on the disc crops resampled to polar coordinates "
         "around their centre (recorded in the checkpoint; predict maps its output back)",
+    )
+    t.add_argument(
+        "--locator-grey",
+        action="store_true",
+        help="fundus: the disc locator reads the photographs' luminance, the crop model their "
+        "colour (for photographs from cameras unlike the training ones; see README)",
     )
     t.add_argument(
         "--polar-area-loss",

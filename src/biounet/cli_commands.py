@@ -106,10 +106,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.out is not None:
             refuse_existing_run(a.out, resumable=False)
         return train_fundus(a)
-    if a.soft_targets or a.polar or a.polar_area_loss:
+    if a.soft_targets or a.polar or a.polar_area_loss or a.locator_grey:
         raise BiounetError(
-            "--soft-targets, --polar, --polar-area-loss: only with --pipeline fundus (they "
-            "concern the crop model)"
+            "--soft-targets, --polar, --polar-area-loss, --locator-grey: only with --pipeline "
+            "fundus (they concern its stages)"
         )
     if a.resume:
         cfg, out = resume_config(a), a.resume
@@ -168,6 +168,7 @@ def train_fundus(a: argparse.Namespace) -> int:
         soft_targets=a.soft_targets,
         polar=a.polar,
         polar_area_loss=a.polar_area_loss,
+        locator_grey=a.locator_grey,
     )
     path = fit_fundus(fc, a.out)
     print(f"fundus pipeline: {path} (locator/ and roi/ hold each stage's run)")
@@ -180,9 +181,17 @@ def cmd_cv(a: argparse.Namespace) -> int:
 
     if a.out is None or (a.data is None and not a.summarize):
         raise BiounetError("cv needs --out, and --data unless --summarize")
-    if a.resume or a.pipeline != "plain" or a.soft_targets or a.polar or a.polar_area_loss:
+    if (
+        a.resume
+        or a.pipeline != "plain"
+        or a.soft_targets
+        or a.polar
+        or a.polar_area_loss
+        or a.locator_grey
+    ):
         raise BiounetError(
-            "cv: --resume, --pipeline fundus, --soft-targets, --polar and --polar-area-loss are not "
+            "cv: --resume, --pipeline fundus, --soft-targets, --polar, --polar-area-loss and "
+            "--locator-grey are not "
             "available (run the same cv command again: done folds are skipped and an interrupted "
             "one resumes)"
         )

@@ -100,7 +100,8 @@ class FundusConfig:
     augmentation (``biounet.data.camera.colour_augment``). ``grey``: both stages see the images'
     luminance (one input channel; predict converts any image the same way): no camera's colours
     to learn. ``in_channels``: 0 = the images' own channels, 3 = RGB (grey images repeated), 1 =
-    as ``grey``."""
+    as ``grey``. ``locator_grey``: the locator alone on the luminance, the crop model on
+    ``in_channels`` (an option, not a default: benchmarks/hybrid_locator.py)."""
 
     data_root: str = ""
     labels: tuple[str, ...] = ("disc", "cup")
@@ -125,6 +126,7 @@ class FundusConfig:
     colour_augment: bool = False
     grey: bool = False
     in_channels: int = 0
+    locator_grey: bool = False
     soft_targets: bool = False
     polar: bool = False
     polar_area_loss: bool = False
@@ -163,7 +165,7 @@ def stage_configs(fc: FundusConfig) -> tuple[RunConfig, RunConfig]:
     }
     loc = RunConfig(
         data=DataConfig(labels=fc.labels, image_size=fc.locator_size, **common),
-        model=preset(fc.locator_preset, in_channels=fc.channels),
+        model=preset(fc.locator_preset, in_channels=1 if fc.locator_grey else fc.channels),
         train=TrainConfig(epochs=fc.locator_epochs, max_minutes=fc.locator_minutes, **train),
         preset=fc.locator_preset,
     )
