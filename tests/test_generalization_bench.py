@@ -323,6 +323,8 @@ def test_a_runs_own_seed_overrides_the_command_lines(tmp_path: Path) -> None:
     assert twin.__class__(**{**twin.__dict__, **same}) == adopted
     assert Path(twin.data_root).read_text() == Path(adopted.data_root).read_text()
     assert (adopted.roi_epochs, adopted.locator_epochs) == (54, 11)  # 24000 / 450, 4800 / 450
+    hybrid = fg.fundus_config("both_all_polar_locator_grey", roots, tmp_path, args)
+    assert hybrid.locator_grey and not adopted.locator_grey and not hybrid.grey
 
 
 def test_make_view_links_masks_of_any_extension_and_suffix(tmp_path: Path) -> None:
