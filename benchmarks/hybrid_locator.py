@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from biounet.checkpoint import save_pipeline  # noqa: E402
+from biounet.checkpoint import load_any, save_pipeline  # noqa: E402
 from common import RESULTS, SHARED_DATA, git_commit, machine, require  # noqa: E402
 from fundus_generalization import DRAWS, held_out_stems, train_run  # noqa: E402
 from generalization_holdout import BASE, CANDIDATE, compare, held_out_scores  # noqa: E402
@@ -42,7 +40,7 @@ HYBRID = "hybrid_grey_locator_colour_roi"
 def compose(grey_run: Path, colour_run: Path, out: Path) -> Path:
     """``out/fundus.pt``: the locator of ``grey_run`` and the crop model of ``colour_run``."""
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(torch.load(colour_run / "fundus.pt", weights_only=False)["settings"])
+    settings = dict(load_any(colour_run / "fundus.pt").settings)
     settings["composed"] = {"locator": str(grey_run), "roi": str(colour_run)}
     parts = {"locator": grey_run / "locator" / "best.pt", "roi": colour_run / "roi" / "best.pt"}
     save_pipeline(out / "fundus.pt", parts, settings)

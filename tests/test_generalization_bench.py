@@ -10,6 +10,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 try:
+    import common
     import fundus_generalization as fg
     import generalization_holdout as gh
     import generalization_report as gr
@@ -335,11 +336,6 @@ def test_make_view_links_masks_of_any_extension_and_suffix(tmp_path: Path) -> No
 
     from biounet.data.folder import discover
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        from common import make_view
-    finally:
-        sys.path.remove(str(BENCH))
     root = tmp_path / "data"
     for d in ("images", "masks/disc", "masks/cup"):
         (root / d).mkdir(parents=True)
@@ -352,7 +348,9 @@ def test_make_view_links_masks_of_any_extension_and_suffix(tmp_path: Path) -> No
     Image.fromarray(mask).save(root / "masks" / "disc" / "b.png")
     for s in ("a", "b"):
         Image.fromarray(mask).save(root / "masks" / "cup" / f"{s}_mask.png")
-    view = make_view(root, tmp_path / "view", {"train": ["a", "b"], "test": ["c"]}, ("disc", "cup"))
+    view = common.make_view(
+        root, tmp_path / "view", {"train": ["a", "b"], "test": ["c"]}, ("disc", "cup")
+    )
     found = {x.stem: {lb: p.name for lb, p in x.masks.items()} for x in discover(view)}
     assert found == {
         "a": {"disc": "a.JPG", "cup": "a.png"},

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from biounet import __version__
 from biounet.cli_commands import (
+    FUNDUS_ONLY,
     cmd_compare,
     cmd_cv,
     cmd_demo,
@@ -185,16 +186,7 @@ class Parser(argparse.ArgumentParser):
 
 # train options that cv does not take (see cmd_cv): folds resume by themselves, and the fundus
 # pipeline's options concern a pipeline that cv does not cross-validate
-CV_REFUSED = {
-    "resume",
-    "pipeline",
-    "soft_targets",
-    "polar",
-    "polar_area_loss",
-    "locator_grey",
-    "locator_epochs",
-    "roi_scale",
-}
+CV_REFUSED = {"resume", "pipeline", *FUNDUS_ONLY, "locator_epochs", "roi_scale"}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -92,6 +92,14 @@ def resume_config(a: argparse.Namespace) -> RunConfig:
     return cfg
 
 
+# train flags that concern the fundus pipeline's stages: refused by the plain pipeline and by cv
+FUNDUS_ONLY = ("soft_targets", "polar", "polar_area_loss", "locator_grey")
+
+
+def flag_names(dests: tuple[str, ...]) -> list[str]:
+    return ["--" + d.replace("_", "-") for d in dests]
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from biounet.dist import Dist, destroy_process_group, init_process_group
     from biounet.train import fit
@@ -106,10 +114,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.out is not None:
             refuse_existing_run(a.out, resumable=False)
         return train_fundus(a)
-    if a.soft_targets or a.polar or a.polar_area_loss or a.locator_grey:
+    if any(getattr(a, d) for d in FUNDUS_ONLY):
         raise BiounetError(
-            "--soft-targets, --polar, --polar-area-loss, --locator-grey: only with --pipeline "
-            "fundus (they concern its stages)"
+            f"{', '.join(flag_names(FUNDUS_ONLY))}: only with --pipeline fundus (they concern "
+            "its stages)"
         )
     if a.resume:
         cfg, out = resume_config(a), a.resume
@@ -181,19 +189,11 @@ def cmd_cv(a: argparse.Namespace) -> int:
 
     if a.out is None or (a.data is None and not a.summarize):
         raise BiounetError("cv needs --out, and --data unless --summarize")
-    if (
-        a.resume
-        or a.pipeline != "plain"
-        or a.soft_targets
-        or a.polar
-        or a.polar_area_loss
-        or a.locator_grey
-    ):
+    if a.resume or a.pipeline != "plain" or any(getattr(a, d) for d in FUNDUS_ONLY):
+        *rest, last = ["--resume", "--pipeline fundus", *flag_names(FUNDUS_ONLY)]
         raise BiounetError(
-            "cv: --resume, --pipeline fundus, --soft-targets, --polar, --polar-area-loss and "
-            "--locator-grey are not "
-            "available (run the same cv command again: done folds are skipped and an interrupted "
-            "one resumes)"
+            f"cv: {', '.join(rest)} and {last} are not available (run the same cv command again: "
+            "done folds are skipped and an interrupted one resumes)"
         )
     if a.summarize and a.fold is not None:
         raise BiounetError("cv: --summarize and --fold exclude each other")

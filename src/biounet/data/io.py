@@ -61,8 +61,10 @@ def note_turned_image(image: Path, masks: list[Path]) -> bool:
     pixels does not, and their sizes cannot tell them apart (a 180 degree turn, a mirror, or a
     square image). True when it warned or would have (already said for the folder)."""
     o = exif_orientation(image)
+    if o == 1:  # the common case: no mask file is opened
+        return False
     untagged = [m for m in masks if exif_orientation(m) == 1]
-    if o == 1 or not untagged:
+    if not untagged:
         return False
     folder = Path(image).parent
     if folder not in _TURNED_SAID:
